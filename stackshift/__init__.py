@@ -1,0 +1,39 @@
+"""stackshift: durable background jobs for Python services, on Redis Streams."""
+
+from .app import Stackshift
+from .context import JobContext
+from .errors import (
+    ConfigError,
+    InvalidNameError,
+    JobFailed,
+    JobTimeoutError,
+    NonRetriableError,
+    PayloadError,
+    StackshiftError,
+    StoreError,
+    UnknownJobError,
+)
+from .queue import Queue, RunHandle
+from .serialization import ErrorInfo, RunInfo, RunStatus, StepInfo
+from .worker import Worker
+
+__all__ = [
+    "ConfigError",
+    "ErrorInfo",
+    "InvalidNameError",
+    "JobContext",
+    "JobFailed",
+    "JobTimeoutError",
+    "NonRetriableError",
+    "PayloadError",
+    "Queue",
+    "RunHandle",
+    "RunInfo",
+    "RunStatus",
+    "Stackshift",
+    "StackshiftError",
+    "StepInfo",
+    "StoreError",
+    "UnknownJobError",
+    "Worker",
+]

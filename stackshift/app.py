@@ -1,0 +1,212 @@
+"""The ``Stackshift`` facade: settings, store, registry; queue(), job(), get_run()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .config import Duration, Settings, prefix_from_env, to_seconds, url_from_env
+from .context import State
+from .errors import StackshiftError
+from .queue import Queue, ResultWaiter, RunHandle
+from .registry import Handler, Registry, build_spec
+from .serialization import RunInfo
+from .store import Store
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+H = TypeVar("H", bound=Handler)
+
+_DEFAULT = object()  # "not given": the app-wide default applies
+
+
+class AppState:
+    """``app.state``: read durable counters from anywhere."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, key: str) -> int:
+        """The counter's current value (0 if it was never incremented)."""
+        return await State(self._store).get(key)
+
+
+class Stackshift:
+    """A stackshift app: enqueue runs, define jobs, inspect runs.
+
+    Args:
+        url: ``redis://``, ``rediss://``, ``unix://`` or ``memory://`` (embedded,
+            one process). Default: ``$STACKSHIFT_REDIS_URL``, else
+            ``redis://localhost:6379/0``.
+        prefix: prefix of every key (default ``$STACKSHIFT_PREFIX`` or ``stackshift:``).
+        idempotency_ttl: how long an idempotency key holds (default 24 h).
+        result_ttl: how long finished runs are kept (default 7 days).
+        dead_ttl: how long dead-lettered runs are kept (default 30 days).
+        max_payload_bytes: largest payload, step result or job result (512 KiB).
+        max_deliveries: deliveries of one entry without finishing (crashes,
+            stalls) after which the run is poison and dead-lettered (default 5).
+        default_retries: retries of a job that does not set its own (default 3).
+        default_timeout: per-attempt timeout of a job that does not set its own
+            (default 30 min; None: no limit).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        prefix: str | None = None,
+        idempotency_ttl: Duration = timedelta(hours=24),
+        result_ttl: Duration = timedelta(days=7),
+        dead_ttl: Duration = timedelta(days=30),
+        max_payload_bytes: int = 512 * 1024,
+        max_deliveries: int = 5,
+        default_retries: int = 3,
+        default_timeout: Duration | None = timedelta(minutes=30),
+    ) -> None:
+        self.settings = Settings(
+            url=url_from_env(url),
+            prefix=prefix_from_env(prefix),
+            idempotency_ttl=to_seconds(idempotency_ttl, name="idempotency_ttl"),
+            result_ttl=to_seconds(result_ttl, name="result_ttl"),
+            dead_ttl=to_seconds(dead_ttl, name="dead_ttl"),
+            max_payload_bytes=max_payload_bytes,
+            max_deliveries=max_deliveries,
+            default_retries=default_retries,
+            default_timeout=None
+            if default_timeout is None
+            else to_seconds(default_timeout, name="default_timeout"),
+        )
+        self.store = Store(self.settings)
+        self.registry = Registry()
+        self.state = AppState(self.store)
+        self._waiter = ResultWaiter(self.store)
+        self._queues: dict[str, Queue] = {}
+
+    def __repr__(self) -> str:
+        return f"Stackshift({self.settings.url!r}, jobs={self.registry.names()})"
+
+    # --- enqueue and inspect ------------------------------------------------
+
+    def queue(self, name: str = "default") -> Queue:
+        """The queue called ``name`` (``[A-Za-z0-9_.-]{1,64}``)."""
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = Queue(
+                name, self.store, self.registry, self._waiter
+            )
+        return queue
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """The run's record (job, queue, status, attempt, steps, result, error,
+        timestamps), or None if it does not exist or has expired."""
+        return await self.store.get_run(run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run, to wait for its result."""
+        return RunHandle(run_id, False, self._waiter)
+
+    async def retry(self, run_id: str) -> RunHandle:
+        """Re-drive a dead-lettered run: it is queued again and resumes after its
+        last recorded step.
+
+        Raises:
+            StackshiftError: the run does not exist or is not dead-lettered.
+        """
+        outcome, status = await self.store.redrive(run_id)
+        if outcome == "missing":
+            raise StackshiftError(
+                f"run {run_id} does not exist (or its record expired)"
+            )
+        if outcome == "not_failed":
+            raise StackshiftError(
+                f"run {run_id} is {status}, not failed: nothing to retry"
+            )
+        return RunHandle(run_id, False, self._waiter)
+
+    async def dead_letters(
+        self, queue: str = "default", limit: int = 100
+    ) -> list[RunInfo]:
+        """Dead-lettered runs of a queue, newest first."""
+        runs = [
+            await self.store.get_run(r)
+            for r in await self.store.dead_runs(queue, limit)
+        ]
+        return [r for r in runs if r is not None]
+
+    # --- define jobs ---------------------------------------------------------
+
+    def job(
+        self,
+        name: str,
+        *,
+        retries: int | None = None,
+        backoff: Duration | Callable[[int], Duration] | None = None,
+        timeout: Duration | None | Any = _DEFAULT,
+        payload: Any = None,
+        queue: str | None = None,
+    ) -> Callable[[H], H]:
+        """Register an async handler as the job ``name``.
+
+        Args:
+            name: the job name runs are enqueued under (``[A-Za-z0-9_.-]{1,64}``).
+            retries: retries after the first attempt fails (default 3).
+            backoff: first retry delay (doubling, capped at 5 min, jittered), or a
+                function of the failure count returning the delay. Default 1 s.
+            timeout: per-attempt limit (default: the app's, 30 min); None: no limit.
+            payload: the payload type, when the handler is not annotated
+                ``ctx: JobContext[T]``.
+            queue: accepted for documentation; the queue is chosen at enqueue.
+        """
+        if queue is not None:
+            Queue(queue, self.store, self.registry, self._waiter)  # validates the name
+        if timeout is _DEFAULT:
+            seconds = self.settings.default_timeout
+        else:
+            seconds = None if timeout is None else to_seconds(timeout, name="timeout")
+
+        def register(handler: H) -> H:
+            self.registry.add(
+                build_spec(
+                    name,
+                    handler,
+                    payload=payload,
+                    retries=self.settings.default_retries
+                    if retries is None
+                    else retries,
+                    backoff=backoff,
+                    timeout=seconds,
+                )
+            )
+            return handler
+
+        return register
+
+    # --- run a worker in this process -----------------------------------------
+
+    def worker(self, queues: Sequence[str] = ("default",), **options: Any) -> Worker:
+        """A worker for ``queues`` in this process (``await worker.run()``);
+        options as ``stackshift worker`` takes them."""
+        from .worker import Worker
+
+        return Worker(self, list(queues), **options)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Release the connections."""
+        await self._waiter.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Stackshift:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,195 @@
+"""The ``stackshift`` command: ``worker``, and ``stats`` / ``show`` / ``dead`` / ``retry``
+to look at queues and runs from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from .app import Stackshift
+from .errors import StackshiftError
+from .logs import configure_logging
+from .worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
+
+
+def load_app(target: str) -> Stackshift:
+    """Import ``module:attribute`` (the current directory is importable)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(
+            f"expected MODULE:APP (e.g. workers.uploads:app), got {target!r}"
+        )
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    app = getattr(importlib.import_module(module_name), attr, None)
+    if not isinstance(app, Stackshift):
+        raise SystemExit(f"{target} is not a Stackshift app")
+    return app
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stackshift", description="Durable background jobs on Redis Streams."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser(
+        "worker",
+        help="run a worker",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    w.add_argument(
+        "app", help="the app to serve, as MODULE:APP (e.g. workers.uploads:app)"
+    )
+    w.add_argument(
+        "--queue",
+        "-q",
+        action="append",
+        dest="queues",
+        metavar="QUEUE",
+        help="a queue to serve; repeat for more (default: default)",
+    )
+    w.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="runs executed at once",
+    )
+    w.add_argument(
+        "--lease-timeout",
+        type=float,
+        default=DEFAULT_LEASE_TIMEOUT,
+        metavar="SECONDS",
+        help="after this long without renewal, a worker's runs are taken over by others",
+    )
+    w.add_argument(
+        "--grace-period",
+        type=float,
+        default=DEFAULT_GRACE_PERIOD,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, time for in-flight runs to finish before they are handed back",
+    )
+    w.add_argument(
+        "--burst", action="store_true", help="exit once the queues are empty"
+    )
+    w.add_argument("--name", help="consumer name (default: HOST-PID-RANDOM)")
+    w.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="auto: JSON unless stdout is a terminal",
+    )
+    w.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+
+    for name, help_text in (
+        ("stats", "show the depth of queues"),
+        ("dead", "list dead-lettered runs"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("queues", nargs="+", metavar="QUEUE")
+        p.add_argument("--url", help="Redis URL (default: $STACKSHIFT_REDIS_URL)")
+    for name, help_text in (
+        ("show", "show a run"),
+        ("retry", "re-drive a dead-lettered run"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("run_id")
+        p.add_argument("--url", help="Redis URL (default: $STACKSHIFT_REDIS_URL)")
+    return parser
+
+
+async def _serve(app: Stackshift, args: argparse.Namespace) -> None:
+    worker = app.worker(
+        args.queues or ["default"],
+        concurrency=args.concurrency,
+        lease_timeout=args.lease_timeout,
+        grace_period=args.grace_period,
+        burst=args.burst,
+        name=args.name,
+    )
+
+    async def on_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                # First signal: drain within the grace period. Second: hand back now.
+                worker.stop(force=worker_stopping[0])
+                worker_stopping[0] = True
+
+    worker_stopping = [False]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_signals)
+            await worker.run()
+            tg.cancel_scope.cancel()
+    finally:
+        await app.close()
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(value), indent=2, default=str))
+
+
+async def _inspect(args: argparse.Namespace) -> int:
+    async with Stackshift(args.url) as app:
+        if args.command == "stats":
+            for queue in args.queues:
+                _print(await app.store.queue_stats(queue))
+        elif args.command == "dead":
+            for queue in args.queues:
+                _print(
+                    [
+                        {"run_id": r.run_id, "job": r.job, "error": r.error}
+                        for r in await app.dead_letters(queue)
+                    ]
+                )
+        elif args.command == "show":
+            run = await app.get_run(args.run_id)
+            if run is None:
+                print(f"no run {args.run_id}", file=sys.stderr)
+                return 1
+            _print(run)
+        elif args.command == "retry":
+            handle = await app.retry(args.run_id)
+            print(f"re-driven: {handle.run_id}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "worker":
+            fmt = args.log_format
+            configure_logging(
+                json=None if fmt == "auto" else fmt == "json", level=args.log_level
+            )
+            app = load_app(args.app)
+            anyio.run(_serve, app, args, backend_options=_backend_options())
+            return 0
+        configure_logging(json=False, level="warning")
+        return anyio.run(_inspect, args)
+    except StackshiftError as exc:
+        print(f"stackshift: {exc}", file=sys.stderr)
+        return 2
+
+
+def _backend_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

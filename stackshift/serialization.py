@@ -1,0 +1,154 @@
+"""Everything stackshift stores, as msgspec Structs, and JSON codecs made once.
+
+Stored records outlive deploys: new fields get defaults, existing ones are never
+reordered or retyped. Nothing here, or anywhere in stackshift, uses pickle.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from .errors import PayloadError
+
+json_encoder = msgspec.json.Encoder()
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+def encode(value: Any) -> bytes:
+    """JSON-encode a payload or result; raise ``PayloadError`` when it can't be."""
+    try:
+        return json_encoder.encode(value)
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise PayloadError(f"value is not JSON-serialisable: {exc}") from exc
+
+
+def decode(data: bytes | str, type_: Any = Any) -> Any:
+    """Decode JSON, validating into ``type_`` when one is given."""
+    if type_ is Any:
+        return _any_decoder.decode(data)
+    return msgspec.json.decode(data, type=type_)
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life."""
+
+    QUEUED = "queued"  # in the stream, waiting for a worker
+    SCHEDULED = "scheduled"  # in the delayed set: a delay, or a retry's backoff
+    RUNNING = "running"  # a worker holds its entry
+    COMPLETED = "completed"  # finished; result kept for the retention TTL
+    FAILED = "failed"  # out of attempts or non-retriable: dead-lettered
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED)
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """The error of a run's last failed attempt."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    attempt: int = 0
+
+
+class StepRecord(msgspec.Struct, frozen=True):
+    """One recorded step, as stored in the run's steps hash (``v`` kept raw)."""
+
+    n: int  # order of first use in the run
+    a: int  # attempt that recorded it
+    t: int  # recorded at, ms since the epoch (server clock)
+    v: msgspec.Raw = msgspec.Raw(b"null")
+
+
+step_record_decoder = msgspec.json.Decoder(StepRecord)
+error_decoder = msgspec.json.Decoder(ErrorInfo)
+
+
+class StepInfo(msgspec.Struct, frozen=True):
+    """A recorded step, as ``RunInfo.steps`` shows it."""
+
+    step_id: str
+    result: Any
+    attempt: int
+    recorded_at: datetime | None
+
+
+class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A run as stored: what ``Stackshift.get_run`` returns."""
+
+    run_id: str
+    job: str
+    queue: str
+    status: RunStatus
+    attempt: int
+    payload: Any
+    steps: list[StepInfo]
+    result: Any = None
+    error: ErrorInfo | None = None
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+    created_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+
+
+def _int(fields: dict[str, str], name: str) -> int | None:
+    value = fields.get(name)
+    return int(value) if value else None
+
+
+def run_info_from_hash(fields: dict[str, str], steps: dict[str, str]) -> RunInfo:
+    """Build a ``RunInfo`` from a run hash and its steps hash (both decoded)."""
+    records = sorted(
+        ((step_id, step_record_decoder.decode(raw)) for step_id, raw in steps.items()),
+        key=lambda item: item[1].n,
+    )
+    error = fields.get("error")
+    result = fields.get("result")
+    return RunInfo(
+        run_id=fields["run_id"],
+        job=fields.get("job", ""),
+        queue=fields.get("queue", ""),
+        status=RunStatus(fields.get("status", RunStatus.QUEUED)),
+        attempt=int(fields.get("attempt") or 0),
+        payload=_decode_lenient(fields.get("payload")),
+        steps=[
+            StepInfo(
+                step_id=step_id,
+                result=_decode_lenient(bytes(rec.v)),
+                attempt=rec.a,
+                recorded_at=ms_to_datetime(rec.t),
+            )
+            for step_id, rec in records
+        ],
+        result=_decode_lenient(result) if result else None,
+        error=error_decoder.decode(error) if error else None,
+        correlation_id=fields.get("correlation_id") or None,
+        idempotency_key=fields.get("idempotency_key") or None,
+        created_at=ms_to_datetime(_int(fields, "created_at")),
+        scheduled_for=ms_to_datetime(_int(fields, "scheduled_for")),
+        started_at=ms_to_datetime(_int(fields, "started_at")),
+        finished_at=ms_to_datetime(_int(fields, "finished_at")),
+        worker=fields.get("worker") or None,
+    )
+
+
+def _decode_lenient(raw: str | bytes | None) -> Any:
+    """Decode stored JSON; keep the raw text when it is not JSON (a buried entry)."""
+    if raw is None:
+        return None
+    try:
+        return _any_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else raw

@@ -1,0 +1,42 @@
+#!lua
+-- enqueue.lua: create a run, at most once per idempotency key.
+-- KEYS[1] run hash  KEYS[2] stream  KEYS[3] delayed zset  KEYS[4] stats hash
+-- KEYS[5] idempotency key (optional)                   (all in slot {<queue>})
+-- ARGV[1] run id  ARGV[2] job  ARGV[3] queue  ARGV[4] payload (JSON)
+-- ARGV[5] correlation id ('' = the run id)  ARGV[6] idempotency key as given
+-- ARGV[7] idempotency TTL ms  ARGV[8] delay ms (-1: none)  ARGV[9] run-at ms (-1: none)
+-- Returns {run_id, 1 if deduplicated else 0, status}.
+-- Safe to repeat (a reply lost on the wire): the run id is made by the caller,
+-- so a second call with the same id finds its own run and adds nothing.
+-- Declared #!lua (not allow-oom): under maxmemory it is refused whole, so no
+-- idempotency key is ever left without its run.
+if KEYS[5] then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then
+    if existing == ARGV[1] then return {existing, 0, 'repeated'} end
+    return {existing, 1, 'deduplicated'}
+  end
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[7])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {ARGV[1], 0, 'repeated'}
+end
+local now = now_ms()
+local due = now
+if tonumber(ARGV[8]) >= 0 then due = now + tonumber(ARGV[8]) end
+if tonumber(ARGV[9]) >= 0 then due = tonumber(ARGV[9]) end
+local correlation = ARGV[5]
+if correlation == '' then correlation = ARGV[1] end
+local status = 'queued'
+if due > now then status = 'scheduled' end
+redis.call('HSET', KEYS[1],
+  'run_id', ARGV[1], 'job', ARGV[2], 'queue', ARGV[3], 'status', status,
+  'attempt', 0, 'failures', 0, 'payload', ARGV[4], 'correlation_id', correlation,
+  'idempotency_key', ARGV[6], 'created_at', now, 'scheduled_for', due)
+if status == 'scheduled' then
+  redis.call('ZADD', KEYS[3], due, ARGV[1])
+else
+  redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
+end
+redis.call('HINCRBY', KEYS[4], 'enqueued', 1)
+return {ARGV[1], 0, status}

@@ -1,0 +1,117 @@
+"""Loads the Lua scripts in lua/ once and calls them by SHA.
+
+Each script's source is its flags line, then lua/_prelude.lua (clock and fence
+helpers, so the fencing check exists once), then its body. We call EVALSHA
+directly, not redis-py's ``register_script``: inside a pipeline redis-py sends
+SCRIPT EXISTS before every execute, one more round trip per batch. Instead
+scripts are loaded once at connect and reloaded on NOSCRIPT (after a Redis
+restart), which is safe because NOSCRIPT means the script did not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+SCRIPT_NAMES = (
+    "bury",
+    "checkpoint",
+    "complete",
+    "enqueue",
+    "fail",
+    "increment",
+    "promote",
+    "prune",
+    "redrive",
+    "release",
+    "renew",
+    "start",
+)
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text()
+
+
+class Script:
+    """One Lua script: its source and SHA1."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+def load_scripts(*, with_flags: bool = True) -> dict[str, Script]:
+    """Build every script. ``with_flags=False`` drops the ``#!lua`` line
+    (fakeredis, behind memory://, rejects it)."""
+    prelude = _read("_prelude.lua")
+    scripts = {}
+    for name in SCRIPT_NAMES:
+        flags, _, body = _read(f"{name}.lua").partition("\n")
+        if not flags.startswith("#!lua"):
+            raise RuntimeError(f"lua/{name}.lua must start with its #!lua flags line")
+        head = flags + "\n" if with_flags else ""
+        scripts[name] = Script(name, head + prelude + "\n" + body)
+    return scripts
+
+
+async def ensure_loaded(client: Any, scripts: dict[str, Script]) -> None:
+    """SCRIPT LOAD every script (one pipelined round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for script in scripts.values():
+        pipe.script_load(script.source)
+    await pipe.execute()
+
+
+async def call(
+    client: Any,
+    scripts: dict[str, Script],
+    script: Script,
+    keys: list[str],
+    args: list[Any],
+) -> Any:
+    """EVALSHA, loading the scripts again if Redis lost them."""
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        await ensure_loaded(client, scripts)
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+async def call_many(
+    client: Any,
+    scripts: dict[str, Script],
+    calls: list[tuple[Script, list[str], list[Any]]],
+) -> list[Any]:
+    """Run many script calls in one pipelined round trip.
+
+    Results are returned in order; an error reply is returned as the exception
+    object, for the caller to map (one bad call does not hide the others).
+    """
+    if not calls:
+        return []
+    results = await _pipelined(client, calls)
+    # Only the NOSCRIPT ones did not run (Redis restarted): run exactly those again.
+    retry_at = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if retry_at:
+        await ensure_loaded(client, scripts)
+        again = await _pipelined(client, [calls[i] for i in retry_at])
+        for i, value in zip(retry_at, again, strict=True):
+            results[i] = value
+    return results
+
+
+async def _pipelined(
+    client: Any, calls: list[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    results: list[Any] = await pipe.execute(raise_on_error=False)
+    return results

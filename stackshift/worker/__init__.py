@@ -1,0 +1,237 @@
+"""Worker: fetch loop, runners, lease keeper, reclaimer and scheduler, together.
+
+fetch (XREADGROUP) ─┐
+                    ├─▶ dispatch (start.lua, batched) ─▶ runner ─▶ complete/fail.lua
+reclaim (XAUTOCLAIM)┘                                      ▲
+lease keeper ── renew.lua every lease_timeout/3 ───────────┘ (cancels lost runs)
+scheduler ── promote.lua: delayed set ─▶ stream
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..errors import ConfigError, StoreError
+from ..store import StartResult
+from ..store.keys import check_name
+from .fetch import Dispatcher, Fetcher
+from .lease import LeaseKeeper
+from .reclaim import Reclaimer
+from .runner import Runner
+from .scheduler import Scheduler
+from .slots import Slots
+
+if TYPE_CHECKING:
+    from ..app import Stackshift
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("stackshift.worker")
+
+DEFAULT_CONCURRENCY = 10
+DEFAULT_LEASE_TIMEOUT = 30.0
+DEFAULT_GRACE_PERIOD = 25.0
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Runs the jobs of an app found on ``queues``.
+
+    Args:
+        app: the app whose registered jobs this worker runs.
+        queues: the queues to serve.
+        concurrency: runs executed at once (default 10).
+        lease_timeout: seconds after which a silent worker's runs are taken over
+            by others (default 30); leases are renewed every third of it.
+        grace_period: on stop, seconds in-flight runs get to finish before they
+            are handed back to the queue (default 25).
+        burst: stop once the queues are empty (nothing waiting, running or
+            scheduled).
+        name: the consumer name (default ``<host>-<pid>-<random>``).
+    """
+
+    def __init__(
+        self,
+        app: Stackshift,
+        queues: list[str],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+        burst: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if not queues:
+            raise ConfigError("a worker needs at least one queue")
+        if lease_timeout <= 0 or grace_period < 0 or concurrency < 1:
+            raise ConfigError(
+                "lease_timeout > 0, grace_period >= 0 and concurrency >= 1"
+            )
+        self.app = app
+        self.queues = list(dict.fromkeys(check_name(q, "queue") for q in queues))
+        self.concurrency = concurrency
+        self.lease_timeout = lease_timeout
+        self.grace_period = grace_period
+        self.burst = burst
+        self.consumer = name or default_consumer_name()
+        store = app.store
+        self._store = store
+        self._slots = Slots(concurrency)
+        self._leases = LeaseKeeper(store, self.consumer, lease_timeout)
+        self._scheduler = Scheduler(store, self.queues)
+        self._runner = Runner(app, self._leases, self._scheduler.poke)
+        self._runs: TaskGroup | None = None
+        self._dispatcher = Dispatcher(store, self.consumer, self._slots, self._spawn)
+        self._stop = asyncio.Event()
+        self._force = False
+
+    def __repr__(self) -> str:
+        return f"Worker({self.consumer!r}, queues={self.queues})"
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop fetching; in-flight runs get the grace period (none if ``force``)."""
+        self._force = self._force or force
+        self._stop.set()
+        if self._force:
+            self._leases.cancel_all()
+
+    async def run(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve the queues until ``stop()`` (or, with ``burst``, until they are empty).
+
+        Calls ``task_status.started()`` once the consumer groups exist, so
+        ``await tg.start(worker.run)`` returns when the worker is ready.
+        """
+        await self._startup_checks()
+        for queue in self.queues:
+            await self._store.ensure_group(queue)
+        log.info(
+            "worker_started",
+            consumer=self.consumer,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            lease_timeout=self.lease_timeout,
+            jobs=self.app.registry.names(),
+        )
+        async with anyio.create_task_group() as runs:
+            self._runs = runs
+            runs.start_soon(self._leases.run)
+            async with anyio.create_task_group() as loops:
+                fetcher = Fetcher(
+                    self._store,
+                    self.consumer,
+                    self.queues,
+                    self._slots,
+                    self._dispatcher,
+                    self._queues_drained,
+                )
+                reclaimer = Reclaimer(
+                    self._store,
+                    self.consumer,
+                    self.queues,
+                    self._slots,
+                    self._dispatcher,
+                    self.lease_timeout,
+                )
+                loops.start_soon(self._until_done, fetcher.run)
+                loops.start_soon(reclaimer.run)
+                loops.start_soon(self._scheduler.run)
+                task_status.started()
+                await self._stop.wait()
+                loops.cancel_scope.cancel()
+            await self._drain()
+            runs.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self._hand_back_pending()
+        log.info("worker_stopped", consumer=self.consumer)
+
+    async def _until_done(self, loop: Any) -> None:
+        await loop()
+        self._stop.set()  # burst: the fetch loop returned because the queues are empty
+
+    def _spawn(self, started: StartResult) -> None:
+        assert self._runs is not None
+        self._runs.start_soon(self._run_one, started)
+
+    async def _run_one(self, started: StartResult) -> None:
+        try:
+            await self._runner.run(started)
+        finally:
+            self._slots.give(1)
+
+    async def _drain(self) -> None:
+        """Let in-flight runs finish within the grace period, then hand them back."""
+        if self._slots.busy and not self._force:
+            log.info(
+                "worker_draining",
+                in_flight=self._slots.busy,
+                grace_period=self.grace_period,
+            )
+            with anyio.move_on_after(self.grace_period):
+                await self._slots.wait_idle()
+        if self._slots.busy:
+            log.warning("worker_handing_back", in_flight=self._slots.busy)
+            self._leases.cancel_all()
+            await self._slots.wait_idle()
+
+    async def _hand_back_pending(self) -> None:
+        """Entries delivered to us but never started (a read cut by shutdown) go
+        back to their queue; then our consumer is deleted if it holds nothing."""
+        for queue in self.queues:
+            try:
+                released = await self._store.release_pending(queue, self.consumer)
+                if released:
+                    log.info("entries_handed_back", queue=queue, count=released)
+                await self._store.prune_consumers(queue, 0, keep="")
+            except StoreError as exc:
+                log.warning("hand_back_failed", queue=queue, error=str(exc))
+
+    async def _queues_drained(self) -> bool:
+        """Burst mode: True once nothing is waiting, running or scheduled."""
+        if not self.burst or self._slots.busy:
+            return False
+        for queue in self.queues:
+            stats = await self._store.queue_stats(queue)
+            if stats.waiting or stats.running or stats.scheduled:
+                return False
+        return True
+
+    async def _startup_checks(self) -> None:
+        """Refuse Redis < 7; warn loudly where Redis would lose runs."""
+        await self._store.ping()
+        if self._store.memory:
+            return
+        info = await self._store.server_info()
+        version = info.get("redis_version", "")
+        if version and int(version.split(".")[0]) < 7:
+            raise ConfigError(
+                f"stackshift needs Redis 7.0 or newer; this server is {version}"
+            )
+        policy = info.get("maxmemory_policy")
+        if policy and policy != "noeviction":
+            log.critical(
+                "redis_eviction_policy",
+                policy=policy,
+                detail="maxmemory-policy must be noeviction: Redis may evict "
+                "runs, steps and idempotency keys under memory pressure",
+            )
+        if info.get("aof_enabled") == "0" and not info.get("rdb_last_save_time"):
+            log.warning("redis_not_persistent")
+        elif info.get("aof_enabled") == "0":
+            log.warning(
+                "redis_without_aof",
+                detail="appendonly is off: a Redis restart loses the runs written "
+                "since its last snapshot (or all of them without snapshots)",
+            )

@@ -1,0 +1,87 @@
+"""Reclaimer: takes over entries of dead or stalled workers (XAUTOCLAIM) once
+their lease has expired, and prunes consumers that left nothing behind."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import structlog
+
+from ..errors import StoreError
+from ..store import Store
+from .fetch import MAX_BATCH, Dispatcher
+from .slots import Slots
+
+log = structlog.get_logger("stackshift.worker")
+
+PRUNE_EVERY = 20  # reclaim ticks between consumer prunes
+
+
+class Reclaimer:
+    def __init__(
+        self,
+        store: Store,
+        consumer: str,
+        queues: list[str],
+        slots: Slots,
+        dispatcher: Dispatcher,
+        lease_timeout: float,
+    ) -> None:
+        self._store = store
+        self._consumer = consumer
+        self._queues = queues
+        self._slots = slots
+        self._dispatcher = dispatcher
+        self._lease_ms = int(lease_timeout * 1000)
+        self._interval = lease_timeout / 2
+        # A live worker's consumer is seen at every read (every few seconds);
+        # one silent for this long has gone away.
+        self._prune_idle_ms = max(self._lease_ms * 10, 60_000)
+
+    async def run(self) -> None:
+        tick = 0
+        while True:
+            # Jitter, so that workers started together do not scan together.
+            await anyio.sleep(self._interval * (0.75 + random.random() / 2))
+            tick += 1
+            for queue in self._queues:
+                await self.reclaim(queue)
+                if tick % PRUNE_EVERY == 0:
+                    await self._prune(queue)
+
+    async def reclaim(self, queue: str) -> int:
+        free = self._slots.free
+        if free <= 0:
+            return 0
+        count = min(free, MAX_BATCH)
+        self._slots.take(count)
+        try:
+            entries = await self._store.autoclaim(
+                queue, self._consumer, self._lease_ms, count
+            )
+        except StoreError as exc:
+            self._slots.give(count)
+            log.warning("reclaim_failed", queue=queue, error=str(exc))
+            return 0
+        self._slots.give(count - len(entries))
+        if entries:
+            log.warning(
+                "runs_reclaimed",
+                queue=queue,
+                count=len(entries),
+                detail="their worker stopped renewing its lease (crashed or stalled)",
+            )
+            await self._dispatcher.dispatch(entries)
+        return len(entries)
+
+    async def _prune(self, queue: str) -> None:
+        try:
+            pruned = await self._store.prune_consumers(
+                queue, self._prune_idle_ms, self._consumer
+            )
+        except StoreError as exc:
+            log.warning("prune_failed", queue=queue, error=str(exc))
+            return
+        if pruned:
+            log.info("consumers_pruned", queue=queue, count=pruned)

@@ -1,0 +1,210 @@
+"""Runner: one attempt of a run: handler + JobContext, timeout, then finish it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import structlog
+
+from ..context import JobContext, LeaseLost, State, Step, current_correlation_id
+from ..errors import (
+    JobTimeoutError,
+    NonRetriableError,
+    PayloadError,
+    StackshiftError,
+    StoreError,
+)
+from ..registry import JobSpec
+from ..serialization import ErrorInfo, decode, encode
+from ..store import Lease, StartResult, Store
+from .lease import Inflight, LeaseKeeper
+
+if TYPE_CHECKING:
+    from ..app import Stackshift
+
+log = structlog.get_logger("stackshift.worker")
+
+MAX_TRACEBACK = 16 * 1024
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Completed:
+    result: bytes
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Failed:
+    error: ErrorInfo
+    retryable: bool
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Stopped:
+    """The attempt was cancelled: lease lost (write nothing) or shutdown (hand back)."""
+
+    lost: bool
+
+
+Outcome = Completed | Failed | Stopped
+
+
+def _error(exc: BaseException, attempt: int) -> ErrorInfo:
+    text = "".join(traceback.format_exception(exc))
+    return ErrorInfo(type(exc).__name__, str(exc), text[-MAX_TRACEBACK:], attempt)
+
+
+class Runner:
+    def __init__(
+        self, app: Stackshift, leases: LeaseKeeper, on_retry_scheduled: Any
+    ) -> None:
+        self._app = app
+        self._store: Store = app.store
+        self._leases = leases
+        self._on_retry_scheduled = on_retry_scheduled
+
+    async def run(self, started: StartResult) -> None:
+        """Run one attempt and record how it ended."""
+        lease = started.lease
+        assert lease is not None
+        fields = started.run
+        job = fields.get("job", b"").decode()
+        attempt = int(fields.get("attempt", b"1"))
+        correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
+        inflight = self._leases.track(lease)
+        began = time.monotonic()
+        token = current_correlation_id.set(correlation_id)
+        try:
+            with structlog.contextvars.bound_contextvars(
+                run_id=lease.run_id,
+                job=job,
+                queue=lease.queue,
+                attempt=attempt,
+                correlation_id=correlation_id,
+            ):
+                outcome = await self._attempt(
+                    job, attempt, correlation_id, started, inflight
+                )
+                with anyio.CancelScope(shield=True):
+                    ended = await self._finish(lease, outcome, job, fields)
+                log.info(
+                    "run_finished",
+                    outcome=ended,
+                    duration_ms=round((time.monotonic() - began) * 1000, 1),
+                )
+        finally:
+            current_correlation_id.reset(token)
+            self._leases.untrack(inflight)
+
+    async def _attempt(
+        self,
+        job: str,
+        attempt: int,
+        correlation_id: str,
+        started: StartResult,
+        inflight: Inflight,
+    ) -> Outcome:
+        lease = inflight.lease
+        with inflight.scope:
+            try:
+                spec = self._app.registry.get(job)
+                ctx = self._context(spec, lease, attempt, correlation_id, started)
+                timeout = spec.timeout
+                with anyio.move_on_after(timeout) as deadline:
+                    value = await spec.handler(ctx)
+                if deadline.cancelled_caught:
+                    raise JobTimeoutError(
+                        f"attempt {attempt} ran longer than the job's timeout ({timeout:g} s)"
+                    )
+                return Completed(self._encode_result(value))
+            except LeaseLost:
+                return Stopped(lost=True)
+            except (NonRetriableError, StackshiftError) as exc:
+                # Unknown job, invalid payload, oversized result: retrying cannot help.
+                retryable = isinstance(exc, (JobTimeoutError, StoreError))
+                return Failed(_error(exc, attempt), retryable=retryable)
+            except Exception as exc:
+                return Failed(_error(exc, attempt), retryable=True)
+        # The scope was cancelled: by the lease keeper (lost) or by shutdown.
+        return Stopped(lost=inflight.lost)
+
+    def _context(
+        self,
+        spec: JobSpec,
+        lease: Lease,
+        attempt: int,
+        correlation_id: str,
+        started: StartResult,
+    ) -> JobContext[Any]:
+        try:
+            payload = decode(started.run.get("payload", b"null"), spec.payload_type)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise PayloadError(f"invalid payload for job {spec.name!r}: {exc}") from exc
+        bound = structlog.get_logger("stackshift.job")
+        max_bytes = self._store.settings.max_payload_bytes
+        return JobContext(
+            payload=payload,
+            step=Step(
+                self._store, lease, attempt, dict(started.steps), bound, max_bytes
+            ),
+            state=State(self._store, lease.run_id),
+            run_id=lease.run_id,
+            attempt=attempt,
+            queue=lease.queue,
+            job=spec.name,
+            correlation_id=correlation_id,
+            log=bound,
+        )
+
+    def _encode_result(self, value: Any) -> bytes:
+        data = encode(value)
+        limit = self._store.settings.max_payload_bytes
+        if len(data) > limit:
+            raise NonRetriableError(
+                f"the job returned {len(data)} bytes of JSON; the limit is {limit}"
+            )
+        return data
+
+    async def _finish(
+        self, lease: Lease, outcome: Outcome, job: str, fields: dict[str, bytes]
+    ) -> str:
+        """Record the outcome with one fenced script; returns what happened."""
+        try:
+            if isinstance(outcome, Completed):
+                ok = await self._store.complete(lease, outcome.result)
+                return "completed" if ok else "lease_lost"
+            if isinstance(outcome, Failed):
+                return await self._fail(lease, outcome, job, fields)
+            if outcome.lost:
+                return "lease_lost"
+            return "handed_back" if await self._store.release(lease) else "lease_lost"
+        except StoreError as exc:
+            # The entry stays pending: it is reclaimed once its lease expires.
+            log.error("finish_failed", error=str(exc))
+            return "finish_failed"
+
+    async def _fail(
+        self, lease: Lease, outcome: Failed, job: str, fields: dict[str, bytes]
+    ) -> str:
+        spec = self._app.registry.find(job)
+        failures = int(fields.get("failures", b"0")) + 1
+        retry = outcome.retryable and spec is not None and failures <= spec.retries
+        backoff_ms = int(spec.backoff(failures) * 1000) if retry and spec else 0
+        result = await self._store.fail(
+            lease, encode(outcome.error), retry=retry, backoff_ms=backoff_ms
+        )
+        log.warning(
+            "attempt_failed",
+            error_type=outcome.error.type,
+            error=outcome.error.message,
+            retrying=result == "retry",
+            backoff_ms=backoff_ms,
+        )
+        if result == "retry":
+            self._on_retry_scheduled()
+            return "retry_scheduled"
+        return "dead_lettered" if result == "dead" else "lease_lost"
