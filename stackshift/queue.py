@@ -236,7 +236,8 @@ class Queue:
         spec = self._registry.find(job)
         if spec is not None and spec.payload_type is not Any:
             # Validate here too, when the job's type is known in this process.
-            if not isinstance(payload, spec.payload_type):
+            cls = spec.payload_type
+            if not (isinstance(cls, type) and isinstance(payload, cls)):
                 try:
                     payload = msgspec.convert(
                         payload, spec.payload_type, from_attributes=True

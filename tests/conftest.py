@@ -21,7 +21,9 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
     except redis.RedisError as exc:  # pragma: no cover
-        pytest.fail(f"no Redis at {REDIS_URL} ({exc}); run `make test`, which starts one")
+        pytest.fail(
+            f"no Redis at {REDIS_URL} ({exc}); run `make test`, which starts one"
+        )
     return REDIS_URL
 
 

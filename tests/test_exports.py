@@ -1,0 +1,35 @@
+"""The public names: DESIGN.md's contract, and nothing private leaking."""
+
+from __future__ import annotations
+
+import stackshift
+
+
+def test_contract_names_are_exported() -> None:
+    for name in [
+        "Stackshift",
+        "JobContext",
+        "NonRetriableError",
+        "JobFailed",
+        "RunInfo",
+    ]:
+        assert name in stackshift.__all__
+        assert getattr(stackshift, name) is not None
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert stackshift.__all__ == sorted(stackshift.__all__)
+    public = {n for n in dir(stackshift) if not n.startswith("_")}
+    modules = {"app", "cli", "config", "context", "errors", "logs", "queue",
+               "registry", "serialization", "store", "worker"}  # fmt: skip
+    assert public - modules == set(stackshift.__all__)
+
+
+def test_job_failed_carries_its_details_and_message() -> None:
+    exc = stackshift.JobFailed("r1", "ValueError", "bad thing")
+    assert (exc.run_id, exc.error_type, exc.message) == (
+        "r1",
+        "ValueError",
+        "bad thing",
+    )
+    assert "bad thing" in str(exc)

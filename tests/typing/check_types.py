@@ -1,0 +1,50 @@
+"""Checked by mypy (`make lint`), not run: the types users see."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, assert_type
+
+import msgspec
+
+from stackshift import JobContext, RunHandle, RunInfo, Stackshift
+
+app = Stackshift("memory://")
+
+
+class Payment(msgspec.Struct, rename="camel"):
+    payment_id: str
+
+
+@dataclasses.dataclass
+class Receipt:
+    number: int
+
+
+async def verify(payment_id: str) -> Payment:
+    return Payment(payment_id)
+
+
+def issue_receipt(n: int) -> Receipt:
+    return Receipt(n)
+
+
+@app.job("typed")
+async def typed(ctx: JobContext[Payment]) -> dict[str, bool]:
+    assert_type(ctx.payload, Payment)
+    assert_type(await ctx.step.run("verify", verify, ctx.payload.payment_id), Payment)
+    assert_type(await ctx.step.run("receipt", issue_receipt, 3), Receipt)
+    assert_type(await ctx.state.increment("k", 2), int)
+    assert_type(ctx.attempt, int)
+    return {"ok": True}
+
+
+async def enqueue_side() -> None:
+    handle = await app.queue("emails").enqueue("typed", {"paymentId": "p"})
+    assert_type(handle, RunHandle)
+    assert_type(handle.run_id, str)
+    assert_type(handle.deduplicated, bool)
+    assert_type(await handle.result(timeout=5), Any)
+    assert_type(await app.get_run(handle.run_id), RunInfo | None)
+    assert_type(await app.queue("emails").enqueue_many("typed", []), list[RunHandle])
+    assert_type(await app.state.get("k"), int)
