@@ -14,7 +14,7 @@ T = TypeVar("T")
 async def wait_until(
     condition: Callable[[], Awaitable[T]] | Callable[[], T],
     *,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a deadline for polling, by design
     interval: float = 0.02,
     message: str = "condition",
 ) -> T:
