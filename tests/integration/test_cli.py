@@ -1,0 +1,77 @@
+"""The `stackshift` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from stackshift import JobFailed, Stackshift
+
+STACKSHIFT = [sys.executable, "-m", "stackshift"]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STACKSHIFT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_worker_help_documents_the_options_and_their_defaults() -> None:
+    out = run_cli("worker", "--help").stdout
+    for text in ["--queue", "--concurrency", "--lease-timeout", "--grace-period", "--burst",
+                 "default: 10", "default: 30.0", "default: 25.0"]:  # fmt: skip
+        assert text in out, text
+
+
+async def test_a_burst_worker_runs_the_queue_dry_and_logs_json(
+    redis_url: str, prefix: str
+) -> None:
+    env = {"STACKSHIFT_REDIS_URL": redis_url, "STACKSHIFT_PREFIX": prefix}
+    async with Stackshift(redis_url, prefix=prefix) as app:
+        ok = await app.queue("cli").enqueue(
+            "shout", {"text": "hi"}, correlation_id="c-9"
+        )
+        bad = await app.queue("cli").enqueue("refuse", {})
+        done = run_cli("worker", "tests.support.cli_app:app", "--queue", "cli", "--burst",
+                       "--concurrency", "4", env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert await ok.result(timeout=5) == "HI"
+        try:
+            await bad.result(timeout=5)
+        except JobFailed as exc:
+            assert exc.message == "refused on purpose"
+        else:
+            raise AssertionError("the refused run should have failed")
+    lines = [
+        json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")
+    ]
+    shouting = [line for line in lines if line["event"] == "shouting"]
+    assert shouting and shouting[0]["run_id"] == ok.run_id
+    assert shouting[0]["correlation_id"] == "c-9" and shouting[0]["attempt"] == 1
+    assert {"worker_started", "worker_stopped", "run_finished"} <= {
+        e["event"] for e in lines
+    }
+
+    show = run_cli("show", ok.run_id, "--url", redis_url, env=env)
+    assert show.returncode == 0 and json.loads(show.stdout)["status"] == "completed"
+    stats = json.loads(run_cli("stats", "cli", "--url", redis_url, env=env).stdout)
+    assert stats["totals"] == {"enqueued": 2, "completed": 1, "failed": 1}
+    dead = json.loads(run_cli("dead", "cli", "--url", redis_url, env=env).stdout)
+    assert [d["run_id"] for d in dead] == [bad.run_id]
+    retried = run_cli("retry", bad.run_id, "--url", redis_url, env=env)
+    assert retried.returncode == 0 and bad.run_id in retried.stdout
+    again = run_cli("retry", ok.run_id, "--url", redis_url, env=env)
+    assert again.returncode == 2 and "not failed" in again.stderr
+
+
+def test_a_bad_app_path_is_a_clear_error() -> None:
+    done = run_cli("worker", "no_such_module_here:app")
+    assert done.returncode != 0 and "No module named" in done.stderr
