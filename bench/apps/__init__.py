@@ -1,0 +1,1 @@
+"""Apps that worker processes load (``stackshift worker bench.apps.stackshift_app:app``)."""

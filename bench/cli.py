@@ -1,0 +1,199 @@
+"""``python -m bench``: every workload, for stackshift, the raw baselines and the
+peers, each cell ``--repeat`` times in a fresh process, against a private
+redis-server; prints a table and writes JSON to bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.server import BenchRedis
+from bench.venvs import PEERS, ensure_venv
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+OWN = {"stackshift": "bench.systems.stackshift_system", "raw": "bench.systems.raw"}
+ALL_WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7")
+CELL_TIMEOUT = 900.0
+
+
+def cells(scale: float, only: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(workload, column, params) of every cell, sizes scaled."""
+
+    def n(full: int, least: int = 100) -> int:
+        return max(least, int(full * scale))
+
+    if "W1" in only:
+        yield "W1", "W1", {"n": n(20_000)}
+    if "W1b" in only:
+        yield "W1b", "W1b", {"n": n(20_000)}
+    if "W2" in only:
+        yield "W2", "W2", {"n": n(20_000)}
+        yield "W2", "W2@100", {"n": n(20_000), "concurrency": 100}
+    if "W3" in only:
+        yield "W3", "W3", {"n": n(1_000, 50), "pace_ms": 2.0}
+    if "W4" in only:
+        yield "W4", "W4", {"n": n(200, 3), "steps": 10, "seconds": max(3, 20 * scale)}
+    if "W5" in only:
+        for procs in (1, 2, 4):
+            params = {"n": n(20_000), "concurrency": 100, "procs": procs}
+            yield "W5", f"W5x{procs}", params
+    if "W6" in only:
+        measured = n(2_000, 50)
+        for label, backlog in (("deep", n(200_000)), ("shallow", n(2_000, 50))):
+            params = {"backlog": max(backlog, measured), "measured": measured}
+            yield "W6", f"W6{label}", params | {"concurrency": 100}
+    if "W7" in only:
+        yield "W7", "W7", {"n": n(10_000)}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every size (0.1: quick)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(ALL_WORKLOADS), help="workloads, e.g. W1,W2"
+    )
+    parser.add_argument(
+        "--peers", default="all", help="none, all, or a list: " + ",".join(PEERS)
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each cell")
+    parser.add_argument(
+        "--systems", default="stackshift,raw", help="own systems: stackshift,raw"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--redis-server", default="redis-server", help="the redis-server binary"
+    )
+    return parser.parse_args(argv)
+
+
+def _peers(spec: str) -> list[str]:
+    if spec == "none":
+        return []
+    if spec == "all":
+        return list(PEERS)
+    chosen = [p.strip() for p in spec.split(",") if p.strip()]
+    unknown = set(chosen) - set(PEERS)
+    if unknown:
+        raise SystemExit(f"unknown peers: {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def run_cell(
+    python: str, module: str, url: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """One cell in a fresh process; its last stdout line is its JSON."""
+    env = dict(os.environ, BENCH_REDIS_URL=url, PYTHONPATH=str(REPO))
+    try:
+        proc = subprocess.run(
+            [python, "-m", module, "cell", json.dumps(params)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CELL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {CELL_TIMEOUT:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def machine(server: BenchRedis) -> dict[str, Any]:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False)
+    return {
+        "nproc": os.cpu_count(),
+        "lscpu": lscpu.stdout.splitlines()[:12],
+        "redis": server.version,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    if only - set(ALL_WORKLOADS):
+        raise SystemExit(f"unknown workloads: {sorted(only - set(ALL_WORKLOADS))}")
+    systems: dict[str, tuple[str, str]] = {
+        name: (sys.executable, OWN[name])
+        for name in (s.strip() for s in args.systems.split(","))
+        if name
+    }
+    for peer in _peers(args.peers):
+        print(f"venv for {peer}: bench/.venvs/{peer}", file=sys.stderr)
+        systems[peer] = (str(ensure_venv(peer)), PEERS[peer].module)
+    plan = list(cells(args.scale, only))
+    started = dt.datetime.now(dt.UTC)
+    records: list[dict[str, Any]] = []
+    with BenchRedis(args.redis_server) as server:
+        doc: dict[str, Any] = {
+            "started": started.isoformat(),
+            "command": "python -m bench "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "scale": args.scale,
+            "repeat": args.repeat,
+            "machine": machine(server),
+            "versions": {},
+            "cells": records,
+        }
+        for workload, column, params in plan:
+            records.extend(
+                {
+                    "system": system,
+                    "workload": workload,
+                    "column": column,
+                    "params": params,
+                    "runs": [],
+                }
+                for system in systems
+            )
+            # Repetitions interleave the systems, so drift hits all of them alike.
+            for rep in range(args.repeat):
+                for i, (system, (python, module)) in enumerate(systems.items()):
+                    record = records[-len(systems) + i]
+                    server.flushall()
+                    began = time.monotonic()
+                    result = run_cell(
+                        python, module, server.url, {"workload": workload} | params
+                    )
+                    versions = result.pop("versions", None)
+                    if versions:
+                        doc["versions"][system] = versions
+                    record["runs"].append(result)
+                    took = time.monotonic() - began
+                    shown = result.get("error") or report.headline(workload, result)
+                    print(
+                        f"[{column} {system} {rep + 1}/{args.repeat}] {shown} ({took:.1f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        doc["finished"] = dt.datetime.now(dt.UTC).isoformat()
+    report.summarise(records)
+    table = report.table(records)
+    print(table)
+    doc["table"] = table
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    for path in (args.out / f"{stamp}.json", args.out / "latest.json"):
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out / f'{stamp}.json'} and latest.json", file=sys.stderr)
+    failed = [r for r in records for run in r["runs"] if "error" in run]
+    return 1 if failed else 0

@@ -1,0 +1,1 @@
+"""Drivers for the peers; each runs inside its own virtualenv (bench/.venvs/<peer>)."""

@@ -1,0 +1,74 @@
+"""arq as a system under test (bench/.venvs/arq). Defaults kept: max_jobs 10,
+poll_delay 0.5 s, results kept 1 h; jobs live in a sorted set, not a stream."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from typing import Any
+
+from arq import Worker, create_pool
+from arq.connections import RedisSettings
+
+from bench.peers import _bulk
+from bench.workloads import common, driver
+
+
+async def noop(ctx: dict[str, Any], t: float) -> None:
+    await common.do_work(t)
+
+
+async def step(ctx: dict[str, Any], i: int) -> int:
+    return await common.step_work(i)
+
+
+class ArqAdapter(driver.Adapter):
+    name = "arq"
+    module = "bench.peers.arq_peer"
+    default_concurrency = 10
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+
+    def _settings(self) -> RedisSettings:
+        return RedisSettings.from_dsn(common.bench_url())
+
+    async def open(self) -> None:
+        self._pool = await create_pool(self._settings())
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.aclose()
+
+    async def enqueue(self, enqueued_at: float) -> None:
+        await self._pool.enqueue_job("noop", enqueued_at)
+
+    async def enqueue_many(self, n: int) -> None:
+        await _bulk.concurrent(n, lambda: self._pool.enqueue_job("noop", 0.0))
+
+    async def queued(self) -> int:
+        return int(await self._pool.zcard("arq:queue"))
+
+    async def chain(self, steps: int) -> None:
+        for i in range(steps):
+            job = await self._pool.enqueue_job("step", i)
+            await job.result(timeout=60)
+
+    async def serve(self, concurrency: int) -> None:
+        worker = Worker(
+            functions=[noop, step],
+            redis_settings=self._settings(),
+            max_jobs=concurrency,
+            handle_signals=False,
+        )
+        await worker.main()
+
+    def versions(self) -> dict[str, str]:
+        return {
+            name: metadata.version(name) for name in ("arq", "redis", "hiredis")
+        } | {"python": sys.version.split()[0]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(driver.main(ArqAdapter()))

@@ -1,0 +1,88 @@
+"""streaq as a system under test (bench/.venvs/streaq). Defaults kept:
+concurrency 16, pickle serializer; it speaks to Redis through coredis (the job's
+own work uses redis-py, like every other system's)."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from typing import Any
+
+import anyio
+from streaq import Worker
+
+from bench.workloads import common, driver
+
+
+def _worker(concurrency: int = 16) -> Any:
+    return Worker(
+        redis_url=common.bench_url(),
+        queue_name=driver.QUEUE,
+        concurrency=concurrency,
+        handle_signals=False,
+    )
+
+
+def _register(worker: Any) -> tuple[Any, Any]:
+    @worker.task(name="noop")
+    async def noop(t: float) -> None:
+        await common.do_work(t)
+
+    @worker.task(name="step")
+    async def step(i: int) -> int:
+        return await common.step_work(i)
+
+    return noop, step
+
+
+class StreaqAdapter(driver.Adapter):
+    name = "streaq"
+    module = "bench.peers.streaq_peer"
+    default_concurrency = 16
+
+    def __init__(self) -> None:
+        self._worker: Any = None
+        self._stack: Any = None
+
+    async def open(self) -> None:
+        self._worker = _worker()
+        self._noop, self._step = _register(self._worker)
+        self._ctx = self._worker.__asynccontextmanager__()
+        await self._ctx.__aenter__()
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker = None
+            await self._ctx.__aexit__(None, None, None)
+
+    async def enqueue(self, enqueued_at: float) -> None:
+        await self._noop.enqueue(enqueued_at)
+
+    async def enqueue_many(self, n: int) -> None:
+        for start in range(0, n, 1000):
+            tasks = [self._noop.enqueue(0.0) for _ in range(min(1000, n - start))]
+            await self._worker.enqueue_many(tasks)
+
+    async def queued(self) -> int:
+        return int(await self._worker.queue_size())
+
+    async def chain(self, steps: int) -> None:
+        for i in range(steps):
+            task = await self._step.enqueue(i)
+            await task.result(timeout=60)
+
+    async def serve(self, concurrency: int) -> None:
+        worker = _worker(concurrency)
+        _register(worker)
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run_async)
+
+    def versions(self) -> dict[str, str]:
+        return {
+            name: metadata.version(name)
+            for name in ("streaq", "coredis", "redis", "hiredis")
+        } | {"python": sys.version.split()[0]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(driver.main(StreaqAdapter()))

@@ -1,0 +1,1 @@
+"""Drivers for stackshift and the raw redis-py baselines (the project's venv)."""

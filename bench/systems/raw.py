@@ -1,0 +1,87 @@
+"""Raw redis-py baselines: the same Redis work done by hand, no job system.
+
+W1 an awaited XADD loop; W1b pipelined XADD; the worker a loop of batched
+XREADGROUP, the batch's work in one pipeline, and one batched XACK; W3 the same
+worker blocking on XREADGROUP; W4 ten awaited round trips, one per step.
+Runs in any venv that has redis-py (the project's, for the table's baseline).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from bench.workloads import common, driver
+
+STREAM = "raw:stream"
+GROUP = "raw"
+BATCH = 100  # entries per XREADGROUP
+PIPELINE = 1000  # XADDs per pipelined round trip (W1b)
+
+
+class RawAdapter(driver.Adapter):
+    name = "raw"
+    module = "bench.systems.raw"
+    default_concurrency = BATCH
+    has_concurrency = False
+
+    def __init__(self) -> None:
+        self._r: Any = None
+
+    async def open(self) -> None:
+        self._r = aioredis.Redis.from_url(common.bench_url())
+
+    async def close(self) -> None:
+        if self._r is not None:
+            r, self._r = self._r, None
+            await r.aclose()
+
+    async def enqueue(self, enqueued_at: float) -> None:
+        await self._r.xadd(STREAM, {"t": repr(enqueued_at)})
+
+    async def enqueue_many(self, n: int) -> None:
+        fields = {"t": "0.0"}
+        for start in range(0, n, PIPELINE):
+            pipe = self._r.pipeline(transaction=False)
+            for _ in range(min(PIPELINE, n - start)):
+                pipe.xadd(STREAM, fields)
+            await pipe.execute()
+
+    async def queued(self) -> int:
+        return int(await self._r.xlen(STREAM))
+
+    async def chain(self, steps: int) -> None:
+        for i in range(steps):
+            await common.step_work(i)
+
+    async def serve(self, concurrency: int) -> None:
+        r = aioredis.Redis.from_url(common.bench_url())
+        try:
+            await r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        consumer = f"raw-{os.getpid()}"
+        while True:
+            reply = await r.xreadgroup(
+                GROUP, consumer, {STREAM: ">"}, count=BATCH, block=1000
+            )
+            if not reply:
+                continue
+            entries = reply[0][1]
+            await common.do_work_batch([float(f[b"t"]) for _, f in entries])
+            await r.xack(STREAM, GROUP, *(entry_id for entry_id, _ in entries))
+
+    def versions(self) -> dict[str, str]:
+        return {name: metadata.version(name) for name in ("redis", "hiredis")} | {
+            "python": sys.version.split()[0]
+        }
+
+
+if __name__ == "__main__":
+    raise SystemExit(driver.main(RawAdapter()))

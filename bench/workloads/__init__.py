@@ -1,0 +1,1 @@
+"""Workload definitions shared by the orchestrator and every system's driver."""

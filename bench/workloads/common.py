@@ -1,0 +1,93 @@
+"""The job's own work, and the marks a cell reads back from the bench Redis.
+
+Every system's job calls ``do_work`` (or ``do_work_batch`` for the raw loop): one
+pipelined round trip that counts the job and, when the payload carries an
+enqueue time, records its start latency. The job that makes the counter reach
+the cell's target pushes the end time, so a driver waits on a blocking pop
+instead of polling. Depends on the standard library and redis-py only: this
+module is imported inside every peer's virtualenv.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+URL_ENV = "BENCH_REDIS_URL"
+
+DONE = "bench:done"  # INCR by every job
+TARGET = "bench:target"  # the count at which the cell ends
+FIRST = "bench:first"  # wall time the first job started
+END = "bench:end"  # list: wall time the target was reached
+LATENCY = "bench:latency"  # list: start latency per job, ms
+STEPS = "bench:steps"  # INCR by every step (W4)
+READY = "bench:ready"  # list: one entry per worker process that is up
+
+_client: Any = None
+
+
+def bench_url() -> str:
+    url = os.environ.get(URL_ENV)
+    if not url:
+        raise RuntimeError(f"${URL_ENV} is not set (the bench Redis)")
+    return url
+
+
+def client() -> Any:
+    """This process's own connection to the bench Redis, for the jobs' work."""
+    global _client
+    if _client is None:
+        _client = aioredis.Redis.from_url(bench_url())
+    return _client
+
+
+async def do_work(enqueued_at: float = 0.0) -> None:
+    """One job's work: one pipelined round trip (plus one more for the first
+    and the last job of a cell, which mark the start and the end)."""
+    started = time.time()
+    r = client()
+    pipe = r.pipeline(transaction=False)
+    pipe.incr(DONE)
+    pipe.get(TARGET)
+    if enqueued_at > 0:
+        pipe.rpush(LATENCY, round((started - enqueued_at) * 1000, 4))
+    reply = await pipe.execute()
+    await _mark(r, [int(reply[0])], reply[1], started)
+
+
+async def do_work_batch(enqueued_at: list[float]) -> None:
+    """The work of a batch of jobs in one pipelined round trip (the raw loop)."""
+    started = time.time()
+    r = client()
+    pipe = r.pipeline(transaction=False)
+    for _ in enqueued_at:
+        pipe.incr(DONE)
+    pipe.get(TARGET)
+    for t in enqueued_at:
+        if t > 0:
+            pipe.rpush(LATENCY, round((started - t) * 1000, 4))
+    reply = await pipe.execute()
+    n = len(enqueued_at)
+    await _mark(r, [int(v) for v in reply[:n]], reply[n], started)
+
+
+async def _mark(r: Any, counts: list[int], target: Any, started: float) -> None:
+    if 1 in counts:
+        await r.set(FIRST, repr(started))
+    if target is not None and int(target) in counts:
+        await r.rpush(END, repr(time.time()))
+
+
+async def step_work(i: int) -> int:
+    """Step ``i`` of a W4 run: one Redis round trip."""
+    return int(await client().incr(STEPS))
+
+
+async def close_client() -> None:
+    global _client
+    if _client is not None:
+        client_, _client = _client, None
+        await client_.aclose()
