@@ -33,7 +33,7 @@ IDLE_RECLAIM_BUG = pytest.mark.xfail(
 
 
 class WorkerProcess:
-    """One ``stackshift worker`` subprocess, its JSON log in a file."""
+    """One ``stackshift worker`` (or other) subprocess, its output in a file."""
 
     def __init__(self, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
         self.proc = proc
@@ -159,7 +159,7 @@ class Workers:
         env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Start ``stackshift worker`` as consumer ``name`` (unique per test)."""
-        args = [sys.executable, "-m", "stackshift", "worker", app, "--name", name]
+        args = [app, "--name", name]
         for queue in queues:
             args += ["--queue", queue]
         args += [
@@ -170,18 +170,25 @@ class Workers:
         ]  # fmt: skip
         if burst:
             args.append("--burst")
-        log = self.directory / f"worker-{name}.log"
+        return self.start_module(name, "stackshift", "worker", *args, env=env)
+
+    def start_module(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        """Start ``python -m module *args`` in the checkout, with the test's Redis
+        and prefix; its output goes to ``<name>.log``."""
+        log = self.directory / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                args,
+                [sys.executable, "-m", module, *args],
                 cwd=ROOT,
                 env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        worker = WorkerProcess(proc, name, log)
-        self.started.append(worker)
-        return worker
+        process = WorkerProcess(proc, name, log)
+        self.started.append(process)
+        return process
 
     def cleanup(self) -> None:
         for worker in self.started:
