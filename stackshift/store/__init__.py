@@ -379,9 +379,13 @@ class Store:
                 self._scripts,
                 [self._start_call(e, consumer) for e in usable],
             )
-        by_entry = dict(zip((e.entry_id for e in usable), replies, strict=True))
+        # Keyed by (queue, id): two streams can mint the same entry id.
+        by_entry = dict(
+            zip(((e.queue, e.entry_id) for e in usable), replies, strict=True)
+        )
         return [
-            self._start_result(e, consumer, by_entry.get(e.entry_id)) for e in entries
+            self._start_result(e, consumer, by_entry.get((e.queue, e.entry_id)))
+            for e in entries
         ]
 
     def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
@@ -557,6 +561,11 @@ class Store:
                 continue
             pruned += int(await self._call("prune", [stream], [GROUP, name]))
         return pruned
+
+    async def delete_consumer(self, queue: str, consumer: str) -> bool:
+        """Delete ``consumer`` from the queue's group if it holds nothing."""
+        stream = self.keys.queue(queue).stream
+        return bool(int(await self._call("prune", [stream], [GROUP, consumer])))
 
     async def queue_stats(self, queue: str) -> QueueStats:
         q = self.keys.queue(queue)

@@ -17,6 +17,10 @@ from ..errors import ConfigError
 # connection is noticed.
 SOCKET_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 5.0
+# Connections per app. A run holds one only while a command is in flight; past
+# the cap, commands wait for a free connection instead of failing.
+MAX_CONNECTIONS = 256
+POOL_TIMEOUT = 30.0
 
 
 def is_memory_url(url: str) -> bool:
@@ -38,8 +42,10 @@ def open_client(url: str) -> Any:
         raise ConfigError(
             f"unsupported URL {url!r}: use redis://, rediss://, unix:// or memory://"
         )
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_TIMEOUT,
         decode_responses=False,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
@@ -48,3 +54,4 @@ def open_client(url: str) -> Any:
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool

@@ -22,7 +22,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from ..errors import ConfigError, StoreError
 from ..store import StartResult
 from ..store.keys import check_name
-from .fetch import Dispatcher, Fetcher
+from .dispatch import Dispatcher
+from .fetch import Fetcher
 from .lease import LeaseKeeper
 from .reclaim import Reclaimer
 from .runner import Runner
@@ -129,14 +130,6 @@ class Worker:
             self._runs = runs
             runs.start_soon(self._leases.run)
             async with anyio.create_task_group() as loops:
-                fetcher = Fetcher(
-                    self._store,
-                    self.consumer,
-                    self.queues,
-                    self._slots,
-                    self._dispatcher,
-                    self._queues_drained,
-                )
                 reclaimer = Reclaimer(
                     self._store,
                     self.consumer,
@@ -145,8 +138,16 @@ class Worker:
                     self._dispatcher,
                     self.lease_timeout,
                 )
+                fetcher = Fetcher(
+                    self._store,
+                    self.consumer,
+                    self.queues,
+                    self._slots,
+                    self._dispatcher,
+                    reclaimer,
+                    self._queues_drained,
+                )
                 loops.start_soon(self._until_done, fetcher.run)
-                loops.start_soon(reclaimer.run)
                 loops.start_soon(self._scheduler.run)
                 task_status.started()
                 await self._stop.wait()
@@ -194,7 +195,7 @@ class Worker:
                 released = await self._store.release_pending(queue, self.consumer)
                 if released:
                     log.info("entries_handed_back", queue=queue, count=released)
-                await self._store.prune_consumers(queue, 0, keep="")
+                await self._store.delete_consumer(queue, self.consumer)
             except StoreError as exc:
                 log.warning("hand_back_failed", queue=queue, error=str(exc))
 

@@ -1,87 +1,23 @@
-"""Fetch loop: batched XREADGROUP over the worker's queues, and the dispatch of
-delivered entries (shared with the reclaimer) to runners."""
+"""Fetch loop: batched XREADGROUP over the worker's queues, sized to the free
+slots; between reads it lets the reclaimer take over expired leases."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 import structlog
 
 from ..errors import StoreError
-from ..serialization import ErrorInfo, encode
-from ..store import Entry, StartResult, Store
-from ..store.keys import new_run_id
+from ..store import Store
+from .dispatch import MAX_BATCH, Dispatcher
+from .reclaim import Reclaimer
 from .slots import Slots
 
 log = structlog.get_logger("stackshift.worker")
 
-MAX_BATCH = 100
 BLOCK_MS = 2000
 MEMORY_POLL_SECONDS = 0.005  # memory:// cannot block on a read: poll instead
-
-
-class Dispatcher:
-    """Starts delivered entries (one pipelined round trip per batch) and hands
-    each started run to a runner; buries entries that name no usable run."""
-
-    def __init__(
-        self,
-        store: Store,
-        consumer: str,
-        slots: Slots,
-        spawn: Callable[[StartResult], Any],
-    ) -> None:
-        self._store = store
-        self._consumer = consumer
-        self._slots = slots
-        self._spawn = spawn
-
-    async def dispatch(self, entries: list[Entry]) -> None:
-        """Slots for ``entries`` are already taken; each is given back when its
-        run ends (or now, for entries that do not run)."""
-        try:
-            results = await self._store.start_many(entries, self._consumer)
-        except StoreError as exc:
-            # They stay pending under this consumer: a reclaimer takes them later.
-            log.warning("start_failed", error=str(exc), entries=len(entries))
-            self._slots.give(len(entries))
-            return
-        for entry, result in zip(entries, results, strict=True):
-            if result.outcome == "ok":
-                self._spawn(result)
-                continue
-            self._slots.give(1)
-            if result.outcome == "gone":
-                await self._bury(entry)
-            elif result.outcome == "dead":
-                log.error(
-                    "run_dead_lettered",
-                    run_id=entry.run_id,
-                    queue=entry.queue,
-                    reason="delivered too many times (poison)",
-                )
-
-    async def _bury(self, entry: Entry) -> None:
-        run_id = new_run_id(entry.queue)
-        reason = (
-            "the stream entry has no valid run id (written by something other than stackshift?)"
-            if entry.run_id is None or not entry.run_id.endswith("." + entry.queue)
-            else f"the entry names run {entry.run_id}, whose record does not exist (expired or deleted)"
-        )
-        error = ErrorInfo("UndecodableEntryError", reason)
-        try:
-            await self._store.bury(entry, self._consumer, run_id, encode(error))
-            log.error(
-                "entry_dead_lettered",
-                entry_id=entry.entry_id,
-                queue=entry.queue,
-                run_id=run_id,
-                reason=reason,
-            )
-        except StoreError as exc:
-            log.warning("bury_failed", entry_id=entry.entry_id, error=str(exc))
 
 
 class Fetcher:
@@ -95,6 +31,7 @@ class Fetcher:
         queues: list[str],
         slots: Slots,
         dispatcher: Dispatcher,
+        reclaimer: Reclaimer,
         on_empty: Callable[[], Awaitable[bool]],
     ) -> None:
         self._store = store
@@ -102,19 +39,26 @@ class Fetcher:
         self._queues = queues
         self._slots = slots
         self._dispatcher = dispatcher
+        self._reclaimer = reclaimer
         self._on_empty = on_empty
 
     async def run(self) -> None:
         failures = 0
         while True:
             free = await self._slots.wait_free()
+            if await self._reclaimer.reclaim_if_due():
+                continue
+            # Block no longer than until the next reclaim is due.
+            block_ms = max(
+                1, min(BLOCK_MS, int(self._reclaimer.seconds_until_due() * 1000))
+            )
             # XREADGROUP's COUNT applies per stream: share the free slots.
             count = max(1, min(MAX_BATCH, free // len(self._queues)))
             reserved = count * len(self._queues)
             self._slots.take(reserved)
             try:
                 entries = await self._store.read_many(
-                    self._queues, self._consumer, count, BLOCK_MS
+                    self._queues, self._consumer, count, block_ms
                 )
             except BaseException as exc:
                 self._slots.give(reserved)  # cancelled (shutdown) or failed

@@ -32,14 +32,15 @@ class LeaseKeeper:
         self._consumer = consumer
         self._lease_timeout = lease_timeout
         self.interval = lease_timeout / 3
-        self._inflight: dict[str, Inflight] = {}
+        # Keyed by (queue, entry id): two streams can mint the same entry id.
+        self._inflight: dict[tuple[str, str], Inflight] = {}
 
     def track(self, lease: Lease) -> Inflight:
-        inflight = self._inflight[lease.entry_id] = Inflight(lease)
+        inflight = self._inflight[lease.queue, lease.entry_id] = Inflight(lease)
         return inflight
 
     def untrack(self, inflight: Inflight) -> None:
-        self._inflight.pop(inflight.lease.entry_id, None)
+        self._inflight.pop((inflight.lease.queue, inflight.lease.entry_id), None)
 
     def __len__(self) -> int:
         return len(self._inflight)

@@ -1,16 +1,20 @@
 """Reclaimer: takes over entries of dead or stalled workers (XAUTOCLAIM) once
-their lease has expired, and prunes consumers that left nothing behind."""
+their lease has expired, and prunes consumers that left nothing behind.
+
+The fetch loop calls it between reads (every half lease timeout): one loop
+owns the free slots, so a blocked read never starves reclaiming.
+"""
 
 from __future__ import annotations
 
 import random
+import time
 
-import anyio
 import structlog
 
 from ..errors import StoreError
 from ..store import Store
-from .fetch import MAX_BATCH, Dispatcher
+from .dispatch import MAX_BATCH, Dispatcher
 from .slots import Slots
 
 log = structlog.get_logger("stackshift.worker")
@@ -38,17 +42,25 @@ class Reclaimer:
         # A live worker's consumer is seen at every read (every few seconds);
         # one silent for this long has gone away.
         self._prune_idle_ms = max(self._lease_ms * 10, 60_000)
+        self._next = time.monotonic() + self._interval
+        self._tick = 0
 
-    async def run(self) -> None:
-        tick = 0
-        while True:
-            # Jitter, so that workers started together do not scan together.
-            await anyio.sleep(self._interval * (0.75 + random.random() / 2))
-            tick += 1
-            for queue in self._queues:
-                await self.reclaim(queue)
-                if tick % PRUNE_EVERY == 0:
-                    await self._prune(queue)
+    def seconds_until_due(self) -> float:
+        return max(0.0, self._next - time.monotonic())
+
+    async def reclaim_if_due(self) -> int:
+        """Reclaim on every queue if the interval has passed; entries claimed."""
+        if time.monotonic() < self._next:
+            return 0
+        # Jitter, so that workers started together do not scan together.
+        self._next = time.monotonic() + self._interval * (0.75 + random.random() / 2)
+        self._tick += 1
+        claimed = 0
+        for queue in self._queues:
+            claimed += await self.reclaim(queue)
+            if self._tick % PRUNE_EVERY == 0:
+                await self._prune(queue)
+        return claimed
 
     async def reclaim(self, queue: str) -> int:
         free = self._slots.free

@@ -127,3 +127,44 @@ async def test_undecodable_entries_are_buried_with_their_content(
         k.decode() for k in fields
     }
     assert await store.client.xlen(store.keys.queue("fence").stream) == 0
+
+
+async def test_entries_with_the_same_id_in_two_queues_keep_their_own_runs(
+    app: Stackshift,
+) -> None:
+    """Two streams can mint the same entry id (same millisecond): never mix them up."""
+    store = app.store
+    runs = {}
+    for queue in ("qa", "qb"):
+        await store.ensure_group(queue)
+        handle = await app.queue(queue).enqueue(f"job-{queue}", {}, delay=3600)
+        await store.client.xadd(
+            store.keys.queue(queue).stream, {"r": handle.run_id}, id="1-1"
+        )
+        runs[queue] = handle.run_id
+    entries = await store.read_many(["qa", "qb"], "w1", 10, 100)
+    assert sorted((e.queue, e.entry_id) for e in entries) == [
+        ("qa", "1-1"),
+        ("qb", "1-1"),
+    ]
+    started = await store.start_many(entries, "w1")
+    for entry, result in zip(entries, started, strict=True):
+        assert result.lease is not None and result.lease.run_id == runs[entry.queue]
+        assert result.run["job"] == f"job-{entry.queue}".encode()
+
+
+async def test_an_idle_worker_takes_over_a_dead_workers_run(app: Stackshift) -> None:
+    """The fetch loop blocks on an empty queue; reclaiming must still happen."""
+    from tests.support.workers import running_worker
+
+    @app.job("orphan")
+    async def orphan(ctx: Any) -> int:
+        return int(ctx.attempt)
+
+    await app.store.ensure_group("fence")
+    handle = await app.queue("fence").enqueue("orphan", {})
+    (entry,) = await app.store.read_many(["fence"], "dead-worker", 10, 100)
+    (started,) = await app.store.start_many([entry], "dead-worker")  # then it "died"
+    assert started.outcome == "ok"
+    async with running_worker(app, ["fence"], lease_timeout=0.5):
+        assert await handle.result(timeout=15) == 2

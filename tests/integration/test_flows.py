@@ -223,11 +223,6 @@ async def test_upload_counter_is_exact_when_an_attempt_fails_mid_loop(
     assert (run.status, run.attempt) == ("completed", 2)
 
 
-@pytest.mark.xfail(
-    reason="engine bug: Store.start_many maps start.lua replies by stream entry id "
-    "alone; two queues' entries with the same id (same millisecond) swap runs",
-    strict=False,
-)
 async def test_flows_share_one_worker_and_keep_counters_apart(
     flows: Stackshift,
 ) -> None:
