@@ -110,7 +110,6 @@ async def wait_attempt_started(workers: Workers, run_id: str, attempt: int) -> N
 
 
 @IDLE_RECLAIM_BUG
-@pytest.mark.slow
 async def test_a_run_whose_worker_keeps_dying_is_dead_lettered_after_max_deliveries(
     app: Stackshift, workers: Workers, tmp_path: Path
 ) -> None:
@@ -121,14 +120,19 @@ async def test_a_run_whose_worker_keeps_dying_is_dead_lettered_after_max_deliver
     (run_id,) = await enqueue_steps(
         app, "crash", 1, steps=1, gate_step=1, gate=never, counter="c"
     )
-    healthy: list[str] = []
-    for attempt in (1, 2):
-        doomed = workers.start(f"doomed-{attempt}", queues=("crash",), env=poison_env)
-        await wait_attempt_started(workers, run_id, attempt)
-        doomed.kill()
-        more = await app.queue("crash").enqueue_many("echo", [{"ok": attempt}] * 3)
-        healthy += [h.run_id for h in more]
+    before = await app.queue("crash").enqueue_many("echo", [{"ok": 1}] * 3)
+    healthy = [h.run_id for h in before]
 
+    doomed = workers.start("doomed-1", queues=("crash",), env=poison_env)
+    await wait_attempt_started(workers, run_id, 1)
+    await wait_finished(app, healthy)  # so that it dies holding the poison run only
+    doomed.kill()
+    doomed = workers.start("doomed-2", queues=("crash",), env=poison_env)
+    await wait_attempt_started(workers, run_id, 2)
+    doomed.kill()
+
+    after = await app.queue("crash").enqueue_many("echo", [{"ok": 2}] * 3)
+    healthy += [h.run_id for h in after]
     last = workers.start("last", queues=("crash",), env=poison_env)
     run = await wait_status(app, run_id, "failed")
     assert run.error is not None and run.error.type == "WorkerLostError"
