@@ -7,12 +7,9 @@ not from what stackshift says about itself.
 
 from __future__ import annotations
 
-import pytest
-
 from stackshift import Stackshift
 from tests.support import ledger
 from tests.support.processes import (
-    IDLE_RECLAIM_BUG,
     Workers,
     enqueue_steps,
     runs_of,
@@ -24,8 +21,6 @@ from tests.support.waiting import wait_until
 STEP_TOTAL = 1 + 4 + 9 + 16  # the "steps" job returns the sum of step**2
 
 
-@IDLE_RECLAIM_BUG
-@pytest.mark.slow
 async def test_a_worker_killed_mid_run_is_resumed_after_its_recorded_steps(
     app: Stackshift, workers: Workers
 ) -> None:

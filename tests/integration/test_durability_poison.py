@@ -11,7 +11,6 @@ import pytest
 from stackshift import JobFailed, RunInfo, Stackshift
 from tests.support import ledger
 from tests.support.processes import (
-    IDLE_RECLAIM_BUG,
     Workers,
     enqueue_steps,
     runs_of,
@@ -109,7 +108,6 @@ async def wait_attempt_started(workers: Workers, run_id: str, attempt: int) -> N
     )
 
 
-@IDLE_RECLAIM_BUG
 async def test_a_run_whose_worker_keeps_dying_is_dead_lettered_after_max_deliveries(
     app: Stackshift, workers: Workers, tmp_path: Path
 ) -> None:

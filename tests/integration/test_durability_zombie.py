@@ -11,7 +11,6 @@ from stackshift import Stackshift
 from stackshift.store.keys import GROUP
 from tests.support import ledger
 from tests.support.processes import (
-    IDLE_RECLAIM_BUG,
     Workers,
     enqueue_steps,
     runs_of,
@@ -20,8 +19,6 @@ from tests.support.processes import (
 )
 from tests.support.processes import workers as workers  # the fixture
 from tests.support.waiting import wait_until
-
-pytestmark = IDLE_RECLAIM_BUG
 
 
 async def pending_entries(app: Stackshift, queue: str) -> list[tuple[str, int]]:

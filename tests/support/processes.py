@@ -20,17 +20,6 @@ from tests.support.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests.apps is importable
 DEFAULT_APP = "tests.apps.durable:app"
 
-# Engine bug found by the durability tests (see the report on issue #2):
-# Fetcher.run reserves every free slot for its blocking XREADGROUP and
-# Reclaimer.reclaim returns at once when slots.free <= 0, so an idle worker never
-# takes over the entries of a dead or stalled worker. Tests that need a takeover
-# carry this mark until it is fixed (strict: they fail loudly once it is).
-IDLE_RECLAIM_BUG = pytest.mark.xfail(
-    reason="engine bug: an idle worker never reclaims a dead worker's entries "
-    "(the fetch loop holds every slot during XREADGROUP; the reclaimer needs a free one)",
-    strict=True,
-)
-
 
 class WorkerProcess:
     """One ``stackshift worker`` (or other) subprocess, its output in a file."""
