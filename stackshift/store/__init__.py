@@ -18,6 +18,7 @@ from ..config import Settings
 from ..errors import StoreError
 from ..serialization import RunInfo, run_info_from_hash
 from . import scripts as _scripts
+from .batching import ScriptBatcher
 from .connection import is_memory_url, open_client
 from .keys import GROUP, Keys, QueueKeys, key_part, queue_of_run
 
@@ -127,6 +128,7 @@ class Store:
         self.keys = Keys(settings.prefix)
         self.memory = is_memory_url(settings.url)
         self._client: Any = None
+        self._batcher: ScriptBatcher | None = None
         self._scripts = _scripts.load_scripts(with_flags=not self.memory)
         self._groups_made: set[str] = set()
 
@@ -138,7 +140,14 @@ class Store:
             self._client = open_client(self.settings.url)
         return self._client
 
+    @property
+    def batcher(self) -> ScriptBatcher:
+        if self._batcher is None:
+            self._batcher = ScriptBatcher(self.client, self._scripts)
+        return self._batcher
+
     async def close(self) -> None:
+        self._batcher = None
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -161,10 +170,9 @@ class Store:
         return info
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call, group-committed with concurrent ones (batching.py)."""
         with _mapped_errors(name):
-            return await _scripts.call(
-                self.client, self._scripts, self._scripts[name], keys, args
-            )
+            return await self.batcher.call(self._scripts[name], keys, args)
 
     # --- enqueue side -----------------------------------------------------
 

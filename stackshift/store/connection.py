@@ -17,10 +17,11 @@ from ..errors import ConfigError
 # connection is noticed.
 SOCKET_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 5.0
-# Connections per app. A run holds one only while a command is in flight; past
-# the cap, commands wait for a free connection instead of failing.
-MAX_CONNECTIONS = 256
-POOL_TIMEOUT = 30.0
+# Connections per app: a run holds one only while its command is in flight, so a
+# worker needs about `concurrency` + 4. redis-py 8's default cap (100) fails
+# commands past it; its blocking pool waits instead but costs a queue hand-off
+# on every command. A plain pool with a cap far above any sane concurrency.
+MAX_CONNECTIONS = 5000
 
 
 def is_memory_url(url: str) -> bool:
@@ -42,10 +43,9 @@ def open_client(url: str) -> Any:
         raise ConfigError(
             f"unsupported URL {url!r}: use redis://, rediss://, unix:// or memory://"
         )
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = aioredis.ConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
-        timeout=POOL_TIMEOUT,
         decode_responses=False,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,

@@ -21,6 +21,7 @@ class Inflight:
     lease: Lease
     scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
     lost: bool = False  # another worker took the entry over: write nothing more
+    finishing: bool = False  # its outcome is being written (the entry may be acked)
 
 
 class LeaseKeeper:
@@ -78,7 +79,7 @@ class LeaseKeeper:
                 log.warning("lease_renew_failed", queue=queue, error=str(exc))
                 continue
             for inflight in runs:
-                if inflight.lease.entry_id in lost:
+                if inflight.lease.entry_id in lost and not inflight.finishing:
                     inflight.lost = True
                     inflight.scope.cancel()
                     log.warning("lease_lost", run_id=inflight.lease.run_id, queue=queue)

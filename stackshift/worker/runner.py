@@ -89,6 +89,7 @@ class Runner:
                 outcome = await self._attempt(
                     job, attempt, correlation_id, started, inflight
                 )
+                inflight.finishing = True
                 with anyio.CancelScope(shield=True):
                     ended = await self._finish(lease, outcome, job, fields)
                 log.info(
