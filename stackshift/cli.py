@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -175,12 +177,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             app = load_app(args.app)
             anyio.run(_serve, app, args, backend_options=_backend_options())
+            _exit_past_abandoned_threads()
             return 0
         configure_logging(json=False, level="warning")
         return anyio.run(_inspect, args)
     except StackshiftError as exc:
         print(f"stackshift: {exc}", file=sys.stderr)
         return 2
+
+
+def _exit_past_abandoned_threads() -> None:
+    """Exit now if sync steps abandoned at shutdown still hold their threads.
+
+    Their runs were handed back already; waiting for the threads (the
+    interpreter joins them) would only delay the exit the orchestrator waits for.
+    """
+    abandoned = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon
+    ]
+    if abandoned:
+        print(
+            json.dumps(
+                {"event": "worker_exit_abandoning_threads", "threads": len(abandoned)}
+            ),
+            flush=True,
+        )
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _backend_options() -> dict[str, Any]:

@@ -179,7 +179,11 @@ async def _call(
 ) -> Any:
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
-    result = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    # abandon_on_cancel: on shutdown or a lost lease the attempt stops at once;
+    # the thread finishes on its own and its result is dropped (not recorded).
+    result = await anyio.to_thread.run_sync(
+        functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
+    )
     if inspect.isawaitable(result):  # a lambda returning a coroutine
         result = await result
     return result

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from stackshift import Stackshift
 from stackshift.store.keys import GROUP
 from tests.support import ledger
@@ -119,12 +117,6 @@ async def test_a_run_outlasting_the_grace_period_is_handed_back_and_resumed(
     assert await app.state.get("g") == 3
 
 
-@pytest.mark.xfail(
-    reason="engine bug: a sync step (run in a worker thread) is not abandoned at "
-    "the end of the grace period: the run is handed back, and the worker exits, "
-    "only when the thread returns",
-    strict=True,
-)
 async def test_a_sync_step_outlasting_the_grace_period_does_not_hold_up_shutdown(
     app: Stackshift, workers: Workers
 ) -> None:
