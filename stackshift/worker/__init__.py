@@ -95,6 +95,7 @@ class Worker:
         self._runs: TaskGroup | None = None
         self._dispatcher = Dispatcher(store, self.consumer, self._slots, self._spawn)
         self._stop = asyncio.Event()
+        self._redis_run_id = ""
         self._force = False
 
     def __repr__(self) -> str:
@@ -147,6 +148,7 @@ class Worker:
                     reclaimer,
                     self._queues_drained,
                 )
+                fetcher.redis_run_id = self._redis_run_id
                 loops.start_soon(self._until_done, fetcher.run)
                 loops.start_soon(self._scheduler.run)
                 task_status.started()
@@ -215,6 +217,7 @@ class Worker:
         if self._store.memory:
             return
         info = await self._store.server_info()
+        self._redis_run_id = info.get("run_id", "")
         version = info.get("redis_version", "")
         if version and int(version.split(".")[0]) < 7:
             raise ConfigError(

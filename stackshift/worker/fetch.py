@@ -3,6 +3,7 @@ slots; between reads it lets the reclaimer take over expired leases."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -41,6 +42,9 @@ class Fetcher:
         self._dispatcher = dispatcher
         self._reclaimer = reclaimer
         self._on_empty = on_empty
+        self.redis_run_id = (
+            ""  # the server's run_id at start: a new one means a restart
+        )
 
     async def run(self) -> None:
         failures = 0
@@ -82,11 +86,24 @@ class Fetcher:
                 await anyio.sleep(MEMORY_POLL_SECONDS)
 
     async def _recreate_groups(self) -> None:
-        log.error(
-            "consumer_group_missing",
-            detail="the queue's consumer group is gone: Redis restarted empty or the "
-            "keys were deleted; runs that were queued there are lost",
+        """The group is gone (NOGROUP): say loudly why, then recreate it so new
+        runs flow. Runs that were queued are lost and cannot be brought back."""
+        info: dict[str, str] = {}
+        with contextlib.suppress(StoreError):
+            info = await self._store.server_info()
+        restarted = bool(self.redis_run_id) and info.get("run_id") != self.redis_run_id
+        log.critical(
+            "redis_data_lost",
+            cause="redis restarted empty"
+            if restarted
+            else "the queue's keys were deleted",
+            queues=self._queues,
+            detail="the consumer group of the queue is gone, and with it every run that "
+            "was waiting or running there; check Redis persistence (appendonly yes) "
+            "and who deletes keys under the stackshift prefix",
         )
+        if info.get("run_id"):
+            self.redis_run_id = info["run_id"]
         self._store.forget_groups()
         for queue in self._queues:
             try:
