@@ -113,8 +113,11 @@ async def steps(ctx: JobContext[Steps]) -> dict[str, int]:
     """``steps`` checkpointed steps; one counter increment after each."""
     total = 0
     for step in range(1, ctx.payload.steps + 1):
-        fn = run_step_blocking if step == ctx.payload.sync_step else run_step
-        outcome = await ctx.step.run(f"step-{step}", fn, _effect(ctx, step))
+        effect = _effect(ctx, step)
+        if step == ctx.payload.sync_step:
+            outcome = await ctx.step.run(f"step-{step}", run_step_blocking, effect)
+        else:
+            outcome = await ctx.step.run(f"step-{step}", run_step, effect)
         total += outcome.value
         await ctx.state.increment(ctx.payload.counter)
     return {"total": total, "pid": os.getpid()}

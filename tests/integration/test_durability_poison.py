@@ -15,6 +15,7 @@ from tests.support.processes import (
     enqueue_steps,
     runs_of,
     wait_finished,
+    wait_for,
     wait_status,
 )
 from tests.support.processes import workers as workers  # the fixture
@@ -32,11 +33,7 @@ async def wait_dead_letters(app: Stackshift, queue: str, count: int) -> list[Run
         dead = await app.dead_letters(queue)
         return dead if len(dead) >= count else None
 
-    dead = await wait_until(
-        enough, timeout=30, interval=0.1, message=f"{count} dead letters on {queue}"
-    )
-    assert dead is not None
-    return dead
+    return await wait_for(enough, within=30, message=f"{count} dead letters on {queue}")
 
 
 async def test_bad_entries_and_runs_are_dead_lettered_and_harm_no_other_run(

@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 from stackshift import RunInfo, Stackshift
@@ -19,6 +21,8 @@ from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests.apps is importable
 DEFAULT_APP = "tests.apps.durable:app"
+
+T = TypeVar("T")
 
 
 class WorkerProcess:
@@ -202,6 +206,23 @@ async def runs_of(app: Stackshift, run_ids: list[str]) -> list[RunInfo]:
     return [run for run in runs if run is not None]
 
 
+async def wait_for(
+    fetch: Callable[[], Awaitable[T | None]], *, within: float, message: str
+) -> T:
+    """Poll ``fetch`` until it returns something other than None; return that.
+
+    (``wait_until`` with a typed result: fails after ``within`` seconds.)
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = await fetch()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {message}")
+        await anyio.sleep(0.1)
+
+
 async def wait_finished(
     app: Stackshift, run_ids: list[str], within: float = 30.0
 ) -> list[RunInfo]:
@@ -211,11 +232,7 @@ async def wait_finished(
         runs = await runs_of(app, run_ids)
         return runs if all(r.status.finished for r in runs) else None
 
-    runs = await wait_until(
-        finished, timeout=within, interval=0.1, message=f"runs to finish: {run_ids}"
-    )
-    assert runs is not None
-    return runs
+    return await wait_for(finished, within=within, message=f"runs to finish: {run_ids}")
 
 
 async def wait_status(
@@ -227,11 +244,9 @@ async def wait_status(
         (run,) = await runs_of(app, [run_id])
         return run if run.status == status else None
 
-    run = await wait_until(
-        reached, timeout=within, interval=0.1, message=f"run {run_id} to be {status}"
+    return await wait_for(
+        reached, within=within, message=f"run {run_id} to be {status}"
     )
-    assert run is not None
-    return run
 
 
 async def enqueue_steps(
