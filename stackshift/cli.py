@@ -20,6 +20,7 @@ from .app import Stackshift
 from .errors import StackshiftError
 from .logs import configure_logging
 from .worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
+from .worker.health import check as check_health
 
 
 def load_app(target: str) -> Stackshift:
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--name", help="consumer name (default: HOST-PID-RANDOM)")
     w.add_argument(
+        "--health-file",
+        metavar="PATH",
+        help="rewrite PATH every 5 s while Redis answers (for `stackshift check`)",
+    )
+    w.add_argument(
         "--log-format",
         choices=["auto", "json", "console"],
         default="auto",
@@ -93,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+
+    c = sub.add_parser(
+        "check", help="exit 0 if a worker's health file is fresh (probes)"
+    )
+    c.add_argument("--health-file", required=True, metavar="PATH")
+    c.add_argument("--max-age", type=float, default=30.0, metavar="SECONDS")
 
     for name, help_text in (
         ("stats", "show the depth of queues"),
@@ -119,6 +131,7 @@ async def _serve(app: Stackshift, args: argparse.Namespace) -> None:
         grace_period=args.grace_period,
         burst=args.burst,
         name=args.name,
+        health_file=args.health_file,
     )
 
     async def on_signals() -> None:
@@ -169,6 +182,10 @@ async def _inspect(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "check":
+        healthy, why = check_health(args.health_file, args.max_age)
+        print(why, file=sys.stdout if healthy else sys.stderr)
+        return 0 if healthy else 1
     try:
         if args.command == "worker":
             fmt = args.log_format

@@ -24,6 +24,7 @@ from ..store import StartResult
 from ..store.keys import check_name
 from .dispatch import Dispatcher
 from .fetch import Fetcher
+from .health import HealthReporter
 from .lease import LeaseKeeper
 from .reclaim import Reclaimer
 from .runner import Runner
@@ -60,6 +61,8 @@ class Worker:
         burst: stop once the queues are empty (nothing waiting, running or
             scheduled).
         name: the consumer name (default ``<host>-<pid>-<random>``).
+        health_file: a file rewritten every few seconds while the worker can
+            reach Redis, for orchestrator probes (``stackshift check``).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Worker:
         grace_period: float = DEFAULT_GRACE_PERIOD,
         burst: bool = False,
         name: str | None = None,
+        health_file: str | None = None,
     ) -> None:
         if not queues:
             raise ConfigError("a worker needs at least one queue")
@@ -95,6 +99,11 @@ class Worker:
         self._runs: TaskGroup | None = None
         self._dispatcher = Dispatcher(store, self.consumer, self._slots, self._spawn)
         self._stop = asyncio.Event()
+        self._health = (
+            HealthReporter(store, health_file, self.consumer, self._slots)
+            if health_file
+            else None
+        )
         self._redis_run_id = ""
         self._force = False
 
@@ -130,6 +139,8 @@ class Worker:
         async with anyio.create_task_group() as runs:
             self._runs = runs
             runs.start_soon(self._leases.run)
+            if self._health is not None:
+                runs.start_soon(self._health.run)
             async with anyio.create_task_group() as loops:
                 reclaimer = Reclaimer(
                     self._store,
@@ -158,6 +169,8 @@ class Worker:
             runs.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self._hand_back_pending()
+        if self._health is not None:
+            self._health.remove()
         log.info("worker_stopped", consumer=self.consumer)
 
     async def _until_done(self, loop: Any) -> None:

@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from stackshift import JobFailed, Stackshift
+from tests.support.waiting import wait_until
+from tests.support.workers import running_worker
 
 STACKSHIFT = [sys.executable, "-m", "stackshift"]
 
@@ -75,3 +78,18 @@ async def test_a_burst_worker_runs_the_queue_dry_and_logs_json(
 def test_a_bad_app_path_is_a_clear_error() -> None:
     done = run_cli("worker", "no_such_module_here:app")
     assert done.returncode != 0 and "No module named" in done.stderr
+
+
+async def test_check_reports_a_running_workers_health_file(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    health = tmp_path / "health.json"
+    async with Stackshift(redis_url, prefix=prefix) as app:
+        assert run_cli("check", "--health-file", str(health)).returncode == 1
+        async with running_worker(app, ["cli"], health_file=str(health)):
+            await wait_until(health.exists, message="the health file")
+            done = run_cli("check", "--health-file", str(health), "--max-age", "30")
+            assert done.returncode == 0 and "healthy" in done.stdout
+            stale = run_cli("check", "--health-file", str(health), "--max-age", "0")
+            assert stale.returncode == 1 and "stale" in stale.stderr
+        assert not health.exists()  # removed at shutdown
