@@ -144,3 +144,33 @@ async def test_a_sync_step_outlasting_the_grace_period_does_not_hold_up_shutdown
     assert run.result == {"total": 1 + 4, "pid": second.pid}
     assert ledger.step_violations(ledger.read(workers.ledger), run) == []
     assert await app.state.get("s") == 2
+
+
+async def test_a_second_sigterm_hands_back_at_once_without_waiting_out_the_grace(
+    app: Stackshift, workers: Workers
+) -> None:
+    patient = workers.start("patient", queues=("twice",), grace_period=60)
+    await patient.wait_ready()
+    (run_id,) = await enqueue_steps(
+        app, "twice", 1, steps=2, slow_step=2, slow_pause=60, counter="tw"
+    )
+    await wait_started(workers, run_id, "step-2")
+
+    signalled = time.monotonic()
+    patient.terminate()
+    await patient.wait_logged("worker_draining")
+    patient.terminate()  # the second signal: hand back now
+    assert await patient.wait_exit(within=30) == 0, patient.tail()
+    assert time.monotonic() - signalled < 15  # far less than the 60 s grace
+
+    handed_back = await wait_status(app, run_id, "queued", within=5)
+    assert [(s.step_id, s.attempt) for s in handed_back.steps] == [("step-1", 1)]
+    second = workers.start("second", queues=("twice",))
+    (run,) = await wait_finished(app, [run_id])
+    assert run.status == "completed" and run.attempt == 2
+    assert run.result == {"total": 1 + 4, "pid": second.pid}
+    assert ledger.starts_per_step(ledger.read(workers.ledger), run_id) == {
+        "step-1": 1,
+        "step-2": 2,
+    }
+    assert await app.state.get("tw") == 2
