@@ -7,6 +7,8 @@ not from what stackshift says about itself.
 
 from __future__ import annotations
 
+import pytest
+
 from stackshift import Stackshift
 from tests.support import ledger
 from tests.support.processes import (
@@ -71,6 +73,7 @@ async def test_a_worker_killed_mid_run_is_resumed_after_its_recorded_steps(
     assert (stats.waiting, stats.running, stats.dead) == (0, 0, 0)
 
 
+@pytest.mark.slow
 async def test_a_step_three_times_longer_than_the_lease_is_never_taken_over(
     app: Stackshift, workers: Workers
 ) -> None:
