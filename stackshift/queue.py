@@ -293,14 +293,9 @@ class Queue:
             delay=delay,
             run_at=run_at,
         )
+        # No log line here: this is the web app's hot path, and an app that has
+        # not configured structlog would print every enqueue.
         res = await self._store.enqueue(self.name, req)
-        log.debug(
-            "run_enqueued",
-            run_id=res.run_id,
-            job=job,
-            queue=self.name,
-            deduplicated=res.deduplicated,
-        )
         return RunHandle(res.run_id, res.deduplicated, self._waiter)
 
     async def enqueue_many(

@@ -24,19 +24,32 @@ class ScriptBatcher:
         self._client = client
         self._scripts = scripts
         self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._busy = False  # a call or a flush is in flight
 
     async def call(
         self, script: _scripts.Script, keys: list[str], args: list[Any]
     ) -> Any:
         """Run one script call; raises what the call raised (error replies too)."""
+        if not self._busy:
+            # Nothing in flight: send it now, from this task (no future, no task).
+            self._busy = True
+            try:
+                return await _scripts.call(
+                    self._client, self._scripts, script, keys, args
+                )
+            finally:
+                self._busy = False
+                if self._pending:
+                    self._start_flusher()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(((script, keys, args), future))
-        if self._flusher is None:
-            # A task of its own: a caller cancelled mid-flush must not strand
-            # the other calls of its batch.
-            self._flusher = asyncio.ensure_future(self._flush())
         return await future
+
+    def _start_flusher(self) -> None:
+        # A task of its own: a caller cancelled mid-flush must not strand the
+        # other calls of its batch.
+        self._busy = True
+        asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
         try:
@@ -45,7 +58,7 @@ class ScriptBatcher:
                 del self._pending[:MAX_BATCH]
                 await self._send(batch)
         finally:
-            self._flusher = None
+            self._busy = False
 
     async def _send(self, batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
         try:

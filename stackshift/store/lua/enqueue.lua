@@ -29,11 +29,12 @@ local correlation = ARGV[5]
 if correlation == '' then correlation = ARGV[1] end
 local status = 'queued'
 if due > now then status = 'scheduled' end
-redis.call('HSET', KEYS[1],
-  'run_id', ARGV[1], 'job', ARGV[2], 'queue', ARGV[3], 'status', status,
-  'attempt', 0, 'failures', 0, 'payload', ARGV[4], 'correlation_id', correlation,
-  'idempotency_key', ARGV[6], 'created_at', now, 'scheduled_for', due)
+-- Zero and empty fields are left out (readers default them): less to write.
+redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'job', ARGV[2], 'queue', ARGV[3],
+  'status', status, 'payload', ARGV[4], 'correlation_id', correlation, 'created_at', now)
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', ARGV[6]) end
 if status == 'scheduled' then
+  redis.call('HSET', KEYS[1], 'scheduled_for', due)
   redis.call('ZADD', KEYS[3], due, ARGV[1])
 else
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
