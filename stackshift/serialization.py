@@ -108,8 +108,14 @@ def _int(fields: dict[str, str], name: str) -> int | None:
     return int(value) if value else None
 
 
-def run_info_from_hash(fields: dict[str, str], steps: dict[str, str]) -> RunInfo:
-    """Build a ``RunInfo`` from a run hash and its steps hash (both decoded)."""
+def run_info_from_hash(
+    run_id: str, queue: str, fields: dict[str, str], steps: dict[str, str]
+) -> RunInfo:
+    """Build a ``RunInfo`` from a run hash and its steps hash (both decoded).
+
+    The hash holds only what its key does not say: the run id and queue come
+    from the key, a missing correlation id is the run's own id.
+    """
     records = sorted(
         ((step_id, step_record_decoder.decode(raw)) for step_id, raw in steps.items()),
         key=lambda item: item[1].n,
@@ -117,9 +123,9 @@ def run_info_from_hash(fields: dict[str, str], steps: dict[str, str]) -> RunInfo
     error = fields.get("error")
     result = fields.get("result")
     return RunInfo(
-        run_id=fields["run_id"],
+        run_id=run_id,
         job=fields.get("job", ""),
-        queue=fields.get("queue", ""),
+        queue=queue,
         status=RunStatus(fields.get("status", RunStatus.QUEUED)),
         attempt=int(fields.get("attempt") or 0),
         payload=_decode_lenient(fields.get("payload")),
@@ -134,7 +140,7 @@ def run_info_from_hash(fields: dict[str, str], steps: dict[str, str]) -> RunInfo
         ],
         result=_decode_lenient(result) if result else None,
         error=error_decoder.decode(error) if error else None,
-        correlation_id=fields.get("correlation_id") or None,
+        correlation_id=fields.get("correlation_id") or run_id,
         idempotency_key=fields.get("idempotency_key") or None,
         created_at=ms_to_datetime(_int(fields, "created_at")),
         scheduled_for=ms_to_datetime(_int(fields, "scheduled_for")),

@@ -186,7 +186,6 @@ class Store:
         args = [
             req.run_id,
             req.job,
-            q.name,
             req.payload,
             req.correlation_id,
             req.idempotency_key or "",
@@ -220,7 +219,8 @@ class Store:
         return out
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        q = self.keys.queue(queue_of_run(run_id))
+        queue = queue_of_run(run_id)
+        q = self.keys.queue(queue)
         with _mapped_errors("get_run"):
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(q.run(run_id))
@@ -229,6 +229,8 @@ class Store:
         if not run:
             return None
         return run_info_from_hash(
+            run_id,
+            queue,
             {_s(k): _s(v) for k, v in run.items()},
             {_s(k): _s(v) for k, v in steps.items()},
         )
@@ -529,7 +531,6 @@ class Store:
                 consumer,
                 entry.entry_id,
                 run_id,
-                entry.queue,
                 encode(shown),
                 error,
                 int(self.settings.dead_ttl * 1000),

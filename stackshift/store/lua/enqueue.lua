@@ -2,9 +2,9 @@
 -- enqueue.lua: create a run, at most once per idempotency key.
 -- KEYS[1] run hash  KEYS[2] stream  KEYS[3] delayed zset  KEYS[4] stats hash
 -- KEYS[5] idempotency key (optional)                   (all in slot {<queue>})
--- ARGV[1] run id  ARGV[2] job  ARGV[3] queue  ARGV[4] payload (JSON)
--- ARGV[5] correlation id ('' = the run id)  ARGV[6] idempotency key as given
--- ARGV[7] idempotency TTL ms  ARGV[8] delay ms (-1: none)  ARGV[9] run-at ms (-1: none)
+-- ARGV[1] run id  ARGV[2] job  ARGV[3] payload (JSON)
+-- ARGV[4] correlation id ('': the run's own id)  ARGV[5] idempotency key as given
+-- ARGV[6] idempotency TTL ms  ARGV[7] delay ms (-1: none)  ARGV[8] run-at ms (-1: none)
 -- Returns {run_id, 1 if deduplicated else 0, status}.
 -- Safe to repeat (a reply lost on the wire): the run id is made by the caller,
 -- so a second call with the same id finds its own run and adds nothing.
@@ -16,23 +16,24 @@ if KEYS[5] then
     if existing == ARGV[1] then return {existing, 0, 'repeated'} end
     return {existing, 1, 'deduplicated'}
   end
-  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[7])
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[6])
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {ARGV[1], 0, 'repeated'}
 end
 local now = now_ms()
 local due = now
-if tonumber(ARGV[8]) >= 0 then due = now + tonumber(ARGV[8]) end
-if tonumber(ARGV[9]) >= 0 then due = tonumber(ARGV[9]) end
-local correlation = ARGV[5]
-if correlation == '' then correlation = ARGV[1] end
+if tonumber(ARGV[7]) >= 0 then due = now + tonumber(ARGV[7]) end
+if tonumber(ARGV[8]) >= 0 then due = tonumber(ARGV[8]) end
 local status = 'queued'
 if due > now then status = 'scheduled' end
--- Zero and empty fields are left out (readers default them): less to write.
-redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'job', ARGV[2], 'queue', ARGV[3],
-  'status', status, 'payload', ARGV[4], 'correlation_id', correlation, 'created_at', now)
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', ARGV[6]) end
+-- Only what the key does not already say: the run id (and in it the queue) is
+-- the key's suffix, and a missing correlation id means the run's own id. Zero
+-- and empty fields are left out too (readers default them). Less to store.
+redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'payload', ARGV[3],
+  'created_at', now)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'correlation_id', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', ARGV[5]) end
 if status == 'scheduled' then
   redis.call('HSET', KEYS[1], 'scheduled_for', due)
   redis.call('ZADD', KEYS[3], due, ARGV[1])
