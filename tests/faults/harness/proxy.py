@@ -117,6 +117,7 @@ class FaultProxy:
             fut.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     # --- control (from the test's thread) --------------------------------
 
@@ -167,6 +168,11 @@ class FaultProxy:
         self._reset_all()
         if self._server is not None:
             self._server.close()
+            await self._server.wait_closed()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reset_all(self) -> None:
         for client, upstream in list(self._conns):
