@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from ..errors import ConfigError, StoreError
 from ..store import StartResult
@@ -96,9 +96,9 @@ class Worker:
         self._leases = LeaseKeeper(store, self.consumer, lease_timeout)
         self._scheduler = Scheduler(store, self.queues)
         self._runner = Runner(app, self._leases, self._scheduler.poke)
-        self._runs: TaskGroup | None = None
         self._dispatcher = Dispatcher(store, self.consumer, self._slots, self._spawn)
         self._stop = asyncio.Event()
+        self._run_tasks: set[asyncio.Task[None]] = set()
         self._health = (
             HealthReporter(store, health_file, self.consumer, self._slots)
             if health_file
@@ -137,7 +137,6 @@ class Worker:
             jobs=self.app.registry.names(),
         )
         async with anyio.create_task_group() as runs:
-            self._runs = runs
             runs.start_soon(self._leases.run)
             if self._health is not None:
                 runs.start_soon(self._health.run)
@@ -165,7 +164,11 @@ class Worker:
                 task_status.started()
                 await self._stop.wait()
                 loops.cancel_scope.cancel()
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                for task in self._run_tasks:  # only if the worker itself was cancelled
+                    task.cancel()
             runs.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self._hand_back_pending()
@@ -178,12 +181,19 @@ class Worker:
         self._stop.set()  # burst: the fetch loop returned because the queues are empty
 
     def _spawn(self, started: StartResult) -> None:
-        assert self._runs is not None
-        self._runs.start_soon(self._run_one, started)
+        # A plain asyncio task per run (cheaper than an anyio task-group child);
+        # the worker tracks them, and waits for them at shutdown via its slots.
+        task = asyncio.get_running_loop().create_task(self._run_one(started))
+        self._run_tasks.add(task)
+        task.add_done_callback(self._run_tasks.discard)
 
     async def _run_one(self, started: StartResult) -> None:
         try:
             await self._runner.run(started)
+        except Exception:  # a bug of ours: the entry is reclaimed after its lease
+            log.exception(
+                "runner_failed", run_id=started.lease and started.lease.run_id
+            )
         finally:
             self._slots.give(1)
 

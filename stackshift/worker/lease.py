@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
@@ -16,12 +17,21 @@ log = structlog.get_logger("stackshift.worker")
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Inflight:
-    """A run being executed here; ``scope`` cancels its attempt."""
+    """A run being executed here, in ``task``."""
 
     lease: Lease
-    scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
+    task: asyncio.Task[None] | None
     lost: bool = False  # another worker took the entry over: write nothing more
-    finishing: bool = False  # its outcome is being written (the entry may be acked)
+    stopping: bool = False  # we cancelled its attempt (lease lost, or shutdown)
+    finishing: bool = False  # its outcome is being written: never cancel it now
+
+    def stop(self, *, lost: bool = False) -> None:
+        """Cancel the attempt, unless its outcome is already being written."""
+        if self.finishing or self.task is None:
+            return
+        self.lost = self.lost or lost
+        self.stopping = True
+        self.task.cancel()
 
 
 class LeaseKeeper:
@@ -37,7 +47,9 @@ class LeaseKeeper:
         self._inflight: dict[tuple[str, str], Inflight] = {}
 
     def track(self, lease: Lease) -> Inflight:
-        inflight = self._inflight[lease.queue, lease.entry_id] = Inflight(lease)
+        """Track the run of the current task."""
+        inflight = Inflight(lease, asyncio.current_task())
+        self._inflight[lease.queue, lease.entry_id] = inflight
         return inflight
 
     def untrack(self, inflight: Inflight) -> None:
@@ -48,7 +60,7 @@ class LeaseKeeper:
 
     def cancel_all(self) -> None:
         for inflight in list(self._inflight.values()):
-            inflight.scope.cancel()
+            inflight.stop()
 
     async def run(self) -> None:
         """Renew until cancelled; warns when the event loop was blocked."""
@@ -80,6 +92,5 @@ class LeaseKeeper:
                 continue
             for inflight in runs:
                 if inflight.lease.entry_id in lost and not inflight.finishing:
-                    inflight.lost = True
-                    inflight.scope.cancel()
+                    inflight.stop(lost=True)
                     log.warning("lease_lost", run_id=inflight.lease.run_id, queue=queue)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import msgspec
 import structlog
 
@@ -53,6 +53,13 @@ class Stopped:
 Outcome = Completed | Failed | Stopped
 
 
+def _consume_cancel() -> None:
+    """Mark a cancellation we requested (Inflight.stop) as handled."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
 def _error(exc: BaseException, attempt: int) -> ErrorInfo:
     text = "".join(traceback.format_exception(exc))
     return ErrorInfo(type(exc).__name__, str(exc), text[-MAX_TRACEBACK:], attempt)
@@ -89,9 +96,7 @@ class Runner:
                 outcome = await self._attempt(
                     job, attempt, correlation_id, started, inflight
                 )
-                inflight.finishing = True
-                with anyio.CancelScope(shield=True):
-                    ended = await self._finish(lease, outcome, job, fields)
+                ended = await self._finish_uncancellable(inflight, outcome, job, fields)
                 log.info(
                     "run_finished",
                     outcome=ended,
@@ -109,29 +114,52 @@ class Runner:
         started: StartResult,
         inflight: Inflight,
     ) -> Outcome:
-        lease = inflight.lease
-        with inflight.scope:
+        # Plain asyncio, not anyio scopes: this runs once per run, and redis-py
+        # ties stackshift to asyncio anyway.
+        try:
+            spec = self._app.registry.get(job)
+            ctx = self._context(spec, inflight.lease, attempt, correlation_id, started)
+            deadline = asyncio.timeout(spec.timeout)
             try:
-                spec = self._app.registry.get(job)
-                ctx = self._context(spec, lease, attempt, correlation_id, started)
-                timeout = spec.timeout
-                with anyio.move_on_after(timeout) as deadline:
+                async with deadline:
                     value = await spec.handler(ctx)
-                if deadline.cancelled_caught:
-                    raise JobTimeoutError(
-                        f"attempt {attempt} ran longer than the job's timeout ({timeout:g} s)"
-                    )
-                return Completed(self._encode_result(value))
-            except LeaseLost:
-                return Stopped(lost=True)
-            except (NonRetriableError, StackshiftError) as exc:
-                # Unknown job, invalid payload, oversized result: retrying cannot help.
-                retryable = isinstance(exc, (JobTimeoutError, StoreError))
-                return Failed(_error(exc, attempt), retryable=retryable)
-            except Exception as exc:
-                return Failed(_error(exc, attempt), retryable=True)
-        # The scope was cancelled: by the lease keeper (lost) or by shutdown.
-        return Stopped(lost=inflight.lost)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # the job's own TimeoutError: an ordinary failure
+                raise JobTimeoutError(
+                    f"attempt {attempt} ran longer than the job's timeout ({spec.timeout:g} s)"
+                ) from None
+            return Completed(self._encode_result(value))
+        except LeaseLost:
+            return Stopped(lost=True)
+        except asyncio.CancelledError:
+            if not inflight.stopping:
+                raise  # not ours to handle
+            _consume_cancel()
+            return Stopped(lost=inflight.lost)
+        except (NonRetriableError, StackshiftError) as exc:
+            # Unknown job, invalid payload, oversized result: retrying cannot help.
+            retryable = isinstance(exc, (JobTimeoutError, StoreError))
+            return Failed(_error(exc, attempt), retryable=retryable)
+        except Exception as exc:
+            return Failed(_error(exc, attempt), retryable=True)
+
+    async def _finish_uncancellable(
+        self, inflight: Inflight, outcome: Outcome, job: str, fields: dict[str, bytes]
+    ) -> str:
+        """Write the outcome in a task of its own: a stop requested just as the
+        attempt ended must not cut the write short."""
+        inflight.finishing = True
+        finish = asyncio.ensure_future(
+            self._finish(inflight.lease, outcome, job, fields)
+        )
+        while True:
+            try:
+                return await asyncio.shield(finish)
+            except asyncio.CancelledError:
+                if not inflight.stopping:
+                    raise
+                _consume_cancel()
 
     def _context(
         self,
