@@ -160,14 +160,15 @@ class Step:
             t=time.time_ns() // 1_000_000,
             v=msgspec.Raw(raw),
         )
-        outcome, first = await self._store.checkpoint(self._lease, key, encode(record))
+        record_json = encode(record)
+        outcome, first = await self._store.checkpoint(self._lease, key, record_json)
         if outcome == "lost":
             raise LeaseLost(key)
         if outcome == "exists" and first is not None:
             # A zombie attempt recorded it first: the first record wins, always.
             self._recorded[key] = first
             return _decode_as(bytes(step_record_decoder.decode(first).v), type_, key)
-        self._recorded[key] = encode(record)
+        self._recorded[key] = record_json
         self._log.debug("step_recorded", step=key)
         # Decode the record rather than return `value`, so that code after the
         # step sees exactly what a replay would see (a tuple is a list in both).

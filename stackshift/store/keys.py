@@ -16,6 +16,7 @@ kept inside the value for display.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -30,6 +31,7 @@ MAX_FREE_TEXT = 1024
 GROUP = "stackshift"  # the consumer group of every queue stream
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TO_CROCKFORD = str.maketrans("0123456789ABCDEFGHIJKLMNOPQRSTUV", _CROCKFORD)
 _RUN_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\.([A-Za-z0-9_.-]{1,64})$")
 
 
@@ -80,7 +82,9 @@ class _RunIdClock:
                 self._rand = int.from_bytes(os.urandom(10), "big")
             self._last_ms = ms
             value = (ms << 80) | self._rand
-        return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1))
+        # 128 bits in 20 bytes: base32 gives 32 characters, the first 6 of
+        # which are the leading zero bits; the other 26 are the ULID layout.
+        return base64.b32hexencode(value.to_bytes(20, "big"))[6:].decode().translate(_TO_CROCKFORD)
 
 
 _clock = _RunIdClock()
