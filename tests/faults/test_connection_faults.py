@@ -196,6 +196,7 @@ def test_redis_unreachable_for_10_s_workers_back_off_and_recover(
     outage = 10.0
     time.sleep(outage)  # the fault itself lasts 10 s (not a synchronisation)
     proxy.set_mode("pass")
+    assert all(w.alive for w in workers), "a worker exited during the outage"
     during = sum(len(w.lines()) for w in workers) - lines_before
     expect = Expectations()
     expect.add_acked(read_acked(acked))
