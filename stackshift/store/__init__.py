@@ -358,41 +358,49 @@ class Store:
         return out
 
     def _start_call(
-        self, entry: Entry, consumer: str
+        self, queue: str, entries: list[Entry], consumer: str
     ) -> tuple[_scripts.Script, list[str], list[Any]]:
-        q = self.keys.queue(entry.queue)
-        run_id = entry.run_id or ""
+        q = self.keys.queue(queue)
         s = self.settings
-        keys = [q.stream, q.run(run_id), q.steps(run_id), q.dead, q.stats]
-        args = [
+        keys = [q.stream, q.dead, q.stats]
+        args: list[Any] = [
             GROUP,
             consumer,
-            entry.entry_id,
             s.max_deliveries,
             int(s.dead_ttl * 1000),
-            run_id,
             q.finished,
         ]
+        for entry in entries:
+            run_id = entry.run_id or ""
+            keys += [q.run(run_id), q.steps(run_id)]
+            args += [entry.entry_id, run_id]
         return self._scripts["start"], keys, args
 
     async def start_many(
         self, entries: list[Entry], consumer: str
     ) -> list[StartResult]:
-        """start.lua for each entry whose run id parses, in one round trip.
+        """Start a fetched batch: one start.lua call per queue, one round trip.
 
         Entries without a usable run id come back as ``gone`` (to be buried).
         """
-        usable = [e for e in entries if _valid_run_entry(e)]
+        by_queue: dict[str, list[Entry]] = {}
+        for entry in entries:
+            if _valid_run_entry(entry):
+                by_queue.setdefault(entry.queue, []).append(entry)
+        calls = [
+            self._start_call(queue, batch, consumer)
+            for queue, batch in by_queue.items()
+        ]
         with _mapped_errors("start"):
-            replies = await _scripts.call_many(
-                self.client,
-                self._scripts,
-                [self._start_call(e, consumer) for e in usable],
-            )
+            replies = await _scripts.call_many(self.client, self._scripts, calls)
         # Keyed by (queue, id): two streams can mint the same entry id.
-        by_entry = dict(
-            zip(((e.queue, e.entry_id) for e in usable), replies, strict=True)
-        )
+        by_entry: dict[tuple[str, str], Any] = {}
+        for batch, reply in zip(by_queue.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                with _mapped_errors("start"):
+                    raise reply
+            for entry, result in zip(batch, reply, strict=True):
+                by_entry[entry.queue, entry.entry_id] = result
         return [
             self._start_result(e, consumer, by_entry.get((e.queue, e.entry_id)))
             for e in entries
@@ -435,23 +443,21 @@ class Store:
         return {_s(e) for e in lost}
 
     async def complete(self, lease: Lease, result: bytes) -> bool:
-        """Finish a run with its result; False if the lease was lost."""
+        """Finish a run with its result; False if the lease was lost.
+
+        Concurrent completions on a queue are merged into one script call.
+        """
         q = self.keys.queue(lease.queue)
-        reply = await self._call(
-            "complete",
-            [q.stream, q.run(lease.run_id), q.steps(lease.run_id), q.stats],
-            [
-                GROUP,
-                lease.consumer,
-                lease.entry_id,
-                lease.deliveries,
-                result,
-                int(self.settings.result_ttl * 1000),
-                q.finished,
-                lease.run_id,
-            ],
-        )
-        return _s(reply[0]) == "ok"
+        ttl_ms = int(self.settings.result_ttl * 1000)
+        with _mapped_errors("complete"):
+            reply = await self.batcher.call_item(
+                self._scripts["complete"],
+                [q.stream, q.stats],
+                [GROUP, lease.consumer, ttl_ms, q.finished],
+                [q.run(lease.run_id), q.steps(lease.run_id)],
+                [lease.entry_id, lease.deliveries, lease.run_id, result],
+            )
+        return _s(reply) == "ok"
 
     async def fail(
         self, lease: Lease, error: bytes, *, retry: bool, backoff_ms: int

@@ -84,7 +84,11 @@ class _RunIdClock:
             value = (ms << 80) | self._rand
         # 128 bits in 20 bytes: base32 gives 32 characters, the first 6 of
         # which are the leading zero bits; the other 26 are the ULID layout.
-        return base64.b32hexencode(value.to_bytes(20, "big"))[6:].decode().translate(_TO_CROCKFORD)
+        return (
+            base64.b32hexencode(value.to_bytes(20, "big"))[6:]
+            .decode()
+            .translate(_TO_CROCKFORD)
+        )
 
 
 _clock = _RunIdClock()
