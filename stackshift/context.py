@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import time
 import typing
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -40,13 +42,26 @@ class LeaseLost(BaseException):
     """
 
 
-@functools.lru_cache(maxsize=1024)
+# Weak keys: step functions are often lambdas made per call, and a strong cache
+# would keep them (and whatever data they captured) alive.
+_return_types: weakref.WeakKeyDictionary[Callable[..., Any], Any] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _return_type(fn: Callable[..., Any]) -> Any:
     """The return annotation of ``fn`` (the awaited type for async functions)."""
     try:
-        return typing.get_type_hints(fn).get("return", Any)
+        return _return_types[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        found = typing.get_type_hints(fn).get("return", Any)
     except Exception:  # lambdas, builtins, unresolvable forward references
-        return Any
+        found = Any
+    with contextlib.suppress(TypeError):  # not weakly referenceable: not cached
+        _return_types[fn] = found
+    return found
 
 
 def _decode_as(raw: bytes, type_: Any, step_key: str) -> Any:

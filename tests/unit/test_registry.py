@@ -93,3 +93,26 @@ def test_unknown_jobs_name_what_is_registered() -> None:
 
     with pytest.raises(UnknownJobError, match="registered: known"):
         app.registry.get("unknown")
+
+
+def test_step_return_types_are_cached_without_keeping_functions_alive() -> None:
+    import gc
+    import weakref
+
+    from stackshift.context import _return_type
+
+    def make() -> Any:
+        big = bytearray(10_000_000)
+        return lambda: len(big)
+
+    fn = make()
+    assert _return_type(fn) is Any
+    alive = weakref.ref(fn)
+    del fn
+    gc.collect()
+    assert alive() is None
+
+    def typed() -> int:
+        return 1
+
+    assert _return_type(typed) is int
