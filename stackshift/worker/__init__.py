@@ -22,7 +22,7 @@ from anyio.abc import TaskStatus
 from ..errors import ConfigError, StoreError
 from ..store import StartResult
 from ..store.keys import check_name
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, Intake
 from .fetch import Fetcher
 from .health import HealthReporter
 from .lease import LeaseKeeper
@@ -141,23 +141,15 @@ class Worker:
             if self._health is not None:
                 runs.start_soon(self._health.run)
             async with anyio.create_task_group() as loops:
-                reclaimer = Reclaimer(
+                intake = Intake(
                     self._store,
                     self.consumer,
                     self.queues,
                     self._slots,
                     self._dispatcher,
-                    self.lease_timeout,
                 )
-                fetcher = Fetcher(
-                    self._store,
-                    self.consumer,
-                    self.queues,
-                    self._slots,
-                    self._dispatcher,
-                    reclaimer,
-                    self._queues_drained,
-                )
+                reclaimer = Reclaimer(intake, self.lease_timeout)
+                fetcher = Fetcher(intake, reclaimer, self._queues_drained)
                 fetcher.redis_run_id = self._redis_run_id
                 loops.start_soon(self._until_done, fetcher.run)
                 loops.start_soon(self._scheduler.run)

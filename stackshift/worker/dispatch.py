@@ -4,6 +4,7 @@ Shared by the fetch loop and the reclaimer."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -80,3 +81,15 @@ class Dispatcher:
             )
         except StoreError as exc:
             log.warning("bury_failed", entry_id=entry.entry_id, error=str(exc))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Intake:
+    """What the fetch loop and the reclaimer share: where entries come from
+    (store, consumer, queues), the slots they fill, and where they go."""
+
+    store: Store
+    consumer: str
+    queues: list[str]
+    slots: Slots
+    dispatcher: Dispatcher

@@ -10,10 +10,8 @@ import anyio
 import structlog
 
 from ..errors import StoreError
-from ..store import Store
-from .dispatch import MAX_BATCH, Dispatcher
+from .dispatch import MAX_BATCH, Intake
 from .reclaim import Reclaimer
-from .slots import Slots
 
 log = structlog.get_logger("stackshift.worker")
 
@@ -27,19 +25,15 @@ class Fetcher:
 
     def __init__(
         self,
-        store: Store,
-        consumer: str,
-        queues: list[str],
-        slots: Slots,
-        dispatcher: Dispatcher,
+        intake: Intake,
         reclaimer: Reclaimer,
         on_empty: Callable[[], Awaitable[bool]],
     ) -> None:
-        self._store = store
-        self._consumer = consumer
-        self._queues = queues
-        self._slots = slots
-        self._dispatcher = dispatcher
+        self._store = intake.store
+        self._consumer = intake.consumer
+        self._queues = intake.queues
+        self._slots = intake.slots
+        self._dispatcher = intake.dispatcher
         self._reclaimer = reclaimer
         self._on_empty = on_empty
         self.redis_run_id = (

@@ -13,9 +13,7 @@ import time
 import structlog
 
 from ..errors import StoreError
-from ..store import Store
-from .dispatch import MAX_BATCH, Dispatcher
-from .slots import Slots
+from .dispatch import MAX_BATCH, Intake
 
 log = structlog.get_logger("stackshift.worker")
 
@@ -23,20 +21,12 @@ PRUNE_EVERY = 20  # reclaim ticks between consumer prunes
 
 
 class Reclaimer:
-    def __init__(
-        self,
-        store: Store,
-        consumer: str,
-        queues: list[str],
-        slots: Slots,
-        dispatcher: Dispatcher,
-        lease_timeout: float,
-    ) -> None:
-        self._store = store
-        self._consumer = consumer
-        self._queues = queues
-        self._slots = slots
-        self._dispatcher = dispatcher
+    def __init__(self, intake: Intake, lease_timeout: float) -> None:
+        self._store = intake.store
+        self._consumer = intake.consumer
+        self._queues = intake.queues
+        self._slots = intake.slots
+        self._dispatcher = intake.dispatcher
         self._lease_ms = int(lease_timeout * 1000)
         self._interval = lease_timeout / 2
         # A live worker's consumer is seen at every read (every few seconds);
