@@ -84,26 +84,27 @@ class Runner:
         correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
         inflight = self._leases.track(lease)
         began = time.monotonic()
-        token = current_correlation_id.set(correlation_id)
+        # Each run is a task of its own, with its own copy of the context: what
+        # is bound here needs no unbinding, and reaches no other run.
+        current_correlation_id.set(correlation_id)
+        structlog.contextvars.bind_contextvars(
+            run_id=lease.run_id,
+            job=job,
+            queue=lease.queue,
+            attempt=attempt,
+            correlation_id=correlation_id,
+        )
         try:
-            with structlog.contextvars.bound_contextvars(
-                run_id=lease.run_id,
-                job=job,
-                queue=lease.queue,
-                attempt=attempt,
-                correlation_id=correlation_id,
-            ):
-                outcome = await self._attempt(
-                    job, attempt, correlation_id, started, inflight
-                )
-                ended = await self._finish_uncancellable(inflight, outcome, job, fields)
-                log.info(
-                    "run_finished",
-                    outcome=ended,
-                    duration_ms=round((time.monotonic() - began) * 1000, 1),
-                )
+            outcome = await self._attempt(
+                job, attempt, correlation_id, started, inflight
+            )
+            ended = await self._finish_uncancellable(inflight, outcome, job, fields)
+            log.info(
+                "run_finished",
+                outcome=ended,
+                duration_ms=round((time.monotonic() - began) * 1000, 1),
+            )
         finally:
-            current_correlation_id.reset(token)
             self._leases.untrack(inflight)
 
     async def _attempt(
