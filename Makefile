@@ -14,7 +14,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U "pip>=25.1"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[memory,fast]" --group dev
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[memory]" --group dev
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install stackshift with its dev tools

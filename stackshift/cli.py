@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json=None if fmt == "auto" else fmt == "json", level=args.log_level
             )
             app = load_app(args.app)
-            anyio.run(_serve, app, args, backend_options=_backend_options())
+            anyio.run(_serve, app, args)
             _exit_past_abandoned_threads()
             return 0
         configure_logging(json=False, level="warning")
@@ -223,14 +223,6 @@ def _exit_past_abandoned_threads() -> None:
         )
         sys.stderr.flush()
         os._exit(0)
-
-
-def _backend_options() -> dict[str, Any]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
 
 
 if __name__ == "__main__":

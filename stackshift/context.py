@@ -91,8 +91,10 @@ class Step:
         recorded: dict[str, bytes],
         log: Any,
         max_bytes: int,
+        state: State,
     ) -> None:
         self._store = store
+        self._state = state
         self._lease = lease
         self._attempt = attempt
         self._recorded = recorded
@@ -161,7 +163,10 @@ class Step:
         recorded = self._recorded.get(key)
         if recorded is not None:
             self._log.debug("step_replayed", step=key)
-            return _decode_as(bytes(step_record_decoder.decode(recorded).v), type_, key)
+            record = step_record_decoder.decode(recorded)
+            self._state.skip_increments(record.i)
+            return _decode_as(bytes(record.v), type_, key)
+        increments_before = self._state.increments
         value = await _call(fn, args, kwargs)
         raw = encode(value)
         if len(raw) > self._max_bytes:
@@ -174,6 +179,7 @@ class Step:
             a=self._attempt,
             t=time.time_ns() // 1_000_000,
             v=msgspec.Raw(raw),
+            i=self._state.increments - increments_before,
         )
         record_json = encode(record)
         outcome, first = await self._store.checkpoint(self._lease, key, record_json)
@@ -212,6 +218,15 @@ class State:
         self._store = store
         self._run_id = run_id
         self._seq = 0
+
+    @property
+    def increments(self) -> int:
+        """Increments issued so far in this attempt (replayed steps included)."""
+        return self._seq
+
+    def skip_increments(self, n: int) -> None:
+        """Count the increments a replayed step made when it ran."""
+        self._seq += n
 
     async def increment(self, key: str, by: int = 1) -> int:
         """Add ``by`` to counter ``key``, exactly once for this run.

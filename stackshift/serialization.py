@@ -60,13 +60,17 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     attempt: int = 0
 
 
-class StepRecord(msgspec.Struct, frozen=True):
+class StepRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """One recorded step, as stored in the run's steps hash (``v`` kept raw)."""
 
     n: int  # order of first use in the run
     a: int  # attempt that recorded it
     t: int  # recorded at, ms since the epoch (server clock)
     v: msgspec.Raw = msgspec.Raw(b"null")
+    # Counter increments its function made: a replay, which skips the function,
+    # advances the run's increment numbering by this much, so that increments
+    # after the step keep their numbers.
+    i: int = 0
 
 
 step_record_decoder = msgspec.json.Decoder(StepRecord)

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from ..config import Settings
 from ..errors import StoreError
@@ -110,7 +110,8 @@ def _mapped_errors(what: str) -> Any:
         yield
     except RedisError as exc:
         text = str(exc)
-        if "OOM" in text:
+        # redis-py 8 strips the "OOM" prefix from the message: test the class.
+        if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):
             raise StoreError(
                 f"{what}: Redis is out of memory (maxmemory reached); "
                 "nothing was written. Free memory or raise maxmemory."

@@ -176,12 +176,12 @@ class Runner:
             raise PayloadError(f"invalid payload for job {spec.name!r}: {exc}") from exc
         bound = structlog.get_logger("stackshift.job")
         max_bytes = self._store.settings.max_payload_bytes
+        state = State(self._store, lease.run_id)
+        recorded = dict(started.steps)
         return JobContext(
             payload=payload,
-            step=Step(
-                self._store, lease, attempt, dict(started.steps), bound, max_bytes
-            ),
-            state=State(self._store, lease.run_id),
+            step=Step(self._store, lease, attempt, recorded, bound, max_bytes, state),
+            state=state,
             run_id=lease.run_id,
             attempt=attempt,
             queue=lease.queue,

@@ -172,7 +172,6 @@ def test_client_kill_mid_runs_harms_no_run(
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(reason="engine bug: see RESET_CRASH", strict=True)
 def test_redis_unreachable_for_10_s_workers_back_off_and_recover(
     durable_redis: RedisServer,
     proxy_factory: Callable[[int], FaultProxy],
@@ -227,15 +226,6 @@ def test_redis_unreachable_for_10_s_workers_back_off_and_recover(
         w.signal(signal.SIGTERM)
 
 
-RESET_CRASH = (
-    "engine bug: a connection reset (RST) kills the worker: under uvloop redis-py "
-    "raises RuntimeError('unable to perform operation on <TCPTransport closed=True>') "
-    "from a write on a pooled connection, which is neither retried nor mapped to "
-    "StoreError, and escapes the fetch loop"
-)
-
-
-@pytest.mark.xfail(reason=RESET_CRASH, strict=True)
 @pytest.mark.timeout(120)
 def test_worker_survives_its_connections_being_reset(
     durable_redis: RedisServer,

@@ -7,8 +7,6 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.support.redis_server import RedisServer
 
 from .harness.checker import Expectations
@@ -17,12 +15,6 @@ from .harness.procs import Processes, read_acked, wait_for
 from .harness.scenario import assert_invariants, quiesce
 
 
-@pytest.mark.xfail(
-    reason="engine bug: increments are matched by their order in the attempt, but "
-    "a replayed step skips the increments made inside it, so later ones shift "
-    "onto already-applied numbers and are dropped",
-    strict=True,
-)
 def test_increment_inside_a_step_then_after_it_counts_both(
     durable_redis: RedisServer,
     procs_factory: Callable[..., Processes],

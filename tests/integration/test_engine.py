@@ -570,3 +570,26 @@ async def test_the_memory_backend_runs_the_same_engine() -> None:
             assert await first.result(timeout=10) == 2
         assert calls["once"] == 1
         assert await app.state.get("n") == 2
+
+
+async def test_increments_inside_a_replayed_step_keep_later_ones_exact(
+    app: Stackshift,
+) -> None:
+    """A replayed step skips its function, and with it the increments made
+    inside; the increments after it must still count once each."""
+
+    @app.job("inside", backoff=0.01)
+    async def inside(ctx: JobContext[Any]) -> int:
+        async def count_rows() -> int:
+            return await ctx.state.increment("rows", 10)
+
+        await ctx.step.run("import", count_rows)
+        await ctx.state.increment("rows", 1)
+        if ctx.attempt == 1:
+            raise RuntimeError("fail after both increments")
+        await ctx.state.increment("rows", 100)
+        return ctx.attempt
+
+    async with running_worker(app):
+        assert await (await app.queue().enqueue("inside", {})).result(timeout=10) == 2
+    assert await app.state.get("rows") == 111
