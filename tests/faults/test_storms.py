@@ -116,7 +116,10 @@ def test_soak_keeps_memory_and_keys_bounded(
                 ids += [h.run_id for h in await q.enqueue_many("quick", [{}] * n)]
                 _sample(client, stream, peak)
                 # keep the backlog bounded, like a steady producer would
+                deadline = time.monotonic() + 120
                 while client.xlen(stream) > 5000:
+                    assert worker.alive, worker.text()[-2000:]
+                    assert time.monotonic() < deadline, "the worker stopped draining"
                     await anyio.sleep(0.05)
                     _sample(client, stream, peak)
         return ids
