@@ -188,7 +188,7 @@ def test_redis_full_refuses_enqueue_cleanly_then_carries_on(
     filler = f"{fault_prefix}filler"
     # most of the headroom goes to a key the test frees later
     limit = 8 * 1024 * 1024
-    while int(client.info("memory")["used_memory"]) < limit - 900 * 1024:
+    while int(client.info("memory")["used_memory"]) < limit - 2048 * 1024:
         client.append(filler, b"x" * 128 * 1024)
     accepted: list[str] = []
     refusal: list[str] = []
@@ -212,6 +212,7 @@ def test_redis_full_refuses_enqueue_cleanly_then_carries_on(
 
     anyio.run(fill)
     assert refusal, "Redis never filled up"
+    assert accepted, "Redis was full before the first enqueue"
     assert "maxmemory" in refusal[0], refusal[0]
     q = f"{fault_prefix}{{faults}}:"
     runs = list(client.keys(q + "run:*"))
