@@ -246,9 +246,9 @@ class Worker:
                 detail="maxmemory-policy must be noeviction: Redis may evict "
                 "runs, steps and idempotency keys under memory pressure",
             )
-        if info.get("aof_enabled") == "0" and not info.get("rdb_last_save_time"):
-            log.warning("redis_not_persistent")
-        elif info.get("aof_enabled") == "0":
+        if info.get("aof_enabled") == "0":
+            # INFO cannot tell whether snapshots are configured (CONFIG GET is
+            # usually denied to applications): warn about the AOF alone.
             log.warning(
                 "redis_without_aof",
                 detail="appendonly is off: a Redis restart loses the runs written "
