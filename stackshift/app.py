@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .config import Duration, Settings, prefix_from_env, to_seconds, url_from_env
 from .context import State
 from .errors import StackshiftError
-from .queue import Queue, ResultWaiter, RunHandle
+from .queue import Queue, RunHandle
 from .registry import Handler, Registry, build_spec
 from .serialization import RunInfo
 from .store import Store
+from .store.notify import ResultWaiter
 
 if TYPE_CHECKING:
     from .worker import Worker

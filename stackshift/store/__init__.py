@@ -7,118 +7,39 @@ here, so no ``Any`` leaves this package.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ..config import Settings
 from ..errors import StoreError
-from ..serialization import RunInfo, run_info_from_hash
+from ..serialization import RunInfo, encode, run_info_from_hash
 from . import scripts as _scripts
 from .batching import ScriptBatcher
 from .connection import is_memory_url, open_client
 from .keys import GROUP, Keys, QueueKeys, key_part, queue_of_run
+from .records import (
+    EnqueueRequest,
+    EnqueueResult,
+    Entry,
+    Lease,
+    QueueStats,
+    StartResult,
+    as_str,
+    mapped_errors,
+    pairs,
+)
 
-__all__ = ["Entry", "Lease", "StartResult", "Store", "StoreError"]
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class Entry:
-    """A stream entry delivered to this worker."""
-
-    queue: str
-    entry_id: str
-    fields: dict[bytes, bytes]
-
-    @property
-    def run_id(self) -> str | None:
-        raw = self.fields.get(b"r")
-        try:
-            return raw.decode() if raw is not None else None
-        except UnicodeDecodeError:
-            return None
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class Lease:
-    """A worker's hold on an entry: the fencing token of every write it makes."""
-
-    queue: str
-    entry_id: str
-    deliveries: int
-    run_id: str
-    consumer: str
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class StartResult:
-    """What start.lua said about an entry.
-
-    ``outcome``: ``ok`` (run it), ``lost`` (not ours), ``gone`` (no run record:
-    bury it), ``done`` (already finished), ``dead`` (poison, dead-lettered).
-    """
-
-    outcome: str
-    lease: Lease | None = None
-    run: dict[str, bytes] = dataclasses.field(default_factory=dict)
-    steps: dict[str, bytes] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class EnqueueResult:
-    run_id: str
-    deduplicated: bool
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class EnqueueRequest:
-    run_id: str
-    job: str
-    payload: bytes
-    correlation_id: str = ""
-    idempotency_key: str | None = None
-    delay_ms: int = -1
-    run_at_ms: int = -1
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
-class QueueStats:
-    queue: str
-    waiting: int  # entries not yet delivered to any worker
-    running: int  # entries delivered, not yet acknowledged
-    scheduled: int  # in the delayed set (delays and retry backoffs)
-    dead: int  # dead-lettered runs kept for inspection
-    consumers: int
-    totals: dict[str, int]  # enqueued / completed / retried / failed since creation
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: list[Any]) -> dict[str, bytes]:
-    return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-
-
-@contextlib.contextmanager
-def _mapped_errors(what: str) -> Any:
-    """Map redis-py errors once, to ``StoreError`` with a clear message."""
-    try:
-        yield
-    except RedisError as exc:
-        text = str(exc)
-        # redis-py 8 strips the "OOM" prefix from the message: test the class.
-        if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):
-            raise StoreError(
-                f"{what}: Redis is out of memory (maxmemory reached); "
-                "nothing was written. Free memory or raise maxmemory."
-            ) from exc
-        if "NOPERM" in text:
-            raise StoreError(f"{what}: Redis ACL denied it: {text}") from exc
-        raise StoreError(f"{what}: {type(exc).__name__}: {text}") from exc
+__all__ = [
+    "EnqueueRequest",
+    "EnqueueResult",
+    "Entry",
+    "Lease",
+    "QueueStats",
+    "StartResult",
+    "Store",
+    "StoreError",
+]
 
 
 class Store:
@@ -154,7 +75,7 @@ class Store:
             await client.aclose()
 
     async def ping(self) -> None:
-        with _mapped_errors("ping"):
+        with mapped_errors("ping"):
             await self.client.ping()
 
     async def server_info(self) -> dict[str, str]:
@@ -167,12 +88,12 @@ class Store:
                 continue
             except RedisError as exc:
                 raise StoreError(f"INFO: {exc}") from exc
-            info.update({str(k): _s(v) for k, v in raw.items()})
+            info.update({str(k): as_str(v) for k, v in raw.items()})
         return info
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One script call, group-committed with concurrent ones (batching.py)."""
-        with _mapped_errors(name):
+        with mapped_errors(name):
             return await self.batcher.call(self._scripts[name], keys, args)
 
     # --- enqueue side -----------------------------------------------------
@@ -200,29 +121,29 @@ class Store:
         """Create a run (one round trip), or find the one its key already made."""
         script, keys, args = self._enqueue_call(self.keys.queue(queue), req)
         reply = await self._call("enqueue", keys, args)
-        return EnqueueResult(_s(reply[0]), bool(int(reply[1])))
+        return EnqueueResult(as_str(reply[0]), bool(int(reply[1])))
 
     async def enqueue_many(
         self, queue: str, reqs: list[EnqueueRequest]
     ) -> list[EnqueueResult]:
         """Create many runs in one pipelined round trip."""
         q = self.keys.queue(queue)
-        with _mapped_errors("enqueue_many"):
+        with mapped_errors("enqueue_many"):
             replies = await _scripts.call_many(
                 self.client, self._scripts, [self._enqueue_call(q, r) for r in reqs]
             )
         out = []
         for reply in replies:
             if isinstance(reply, Exception):
-                with _mapped_errors("enqueue_many"):
+                with mapped_errors("enqueue_many"):
                     raise reply
-            out.append(EnqueueResult(_s(reply[0]), bool(int(reply[1]))))
+            out.append(EnqueueResult(as_str(reply[0]), bool(int(reply[1]))))
         return out
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         queue = queue_of_run(run_id)
         q = self.keys.queue(queue)
-        with _mapped_errors("get_run"):
+        with mapped_errors("get_run"):
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(q.run(run_id))
             pipe.hgetall(q.steps(run_id))
@@ -232,18 +153,18 @@ class Store:
         return run_info_from_hash(
             run_id,
             queue,
-            {_s(k): _s(v) for k, v in run.items()},
-            {_s(k): _s(v) for k, v in steps.items()},
+            {as_str(k): as_str(v) for k, v in run.items()},
+            {as_str(k): as_str(v) for k, v in steps.items()},
         )
 
     async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, bytes | None]:
         """(status, result JSON, error JSON) of a run; status '' if unknown."""
         q = self.keys.queue(queue_of_run(run_id))
-        with _mapped_errors("run_outcome"):
+        with mapped_errors("run_outcome"):
             status, result, error = await self.client.hmget(
                 q.run(run_id), "status", "result", "error"
             )
-        return (_s(status) if status else ""), result, error
+        return (as_str(status) if status else ""), result, error
 
     async def redrive(self, run_id: str) -> tuple[str, str]:
         """Put a dead-lettered run back in its queue: ('ok'|'missing'|'not_failed', status)."""
@@ -251,25 +172,13 @@ class Store:
         reply = await self._call(
             "redrive", [q.run(run_id), q.steps(run_id), q.stream, q.dead], [run_id]
         )
-        return _s(reply[0]), (_s(reply[1]) if len(reply) > 1 else "")
+        return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
 
     async def dead_runs(self, queue: str, limit: int = 100) -> list[str]:
         """Run ids in the dead letter set of a queue, newest first."""
-        with _mapped_errors("dead_runs"):
+        with mapped_errors("dead_runs"):
             ids = await self.client.zrevrange(self.keys.queue(queue).dead, 0, limit - 1)
-        return [_s(i) for i in ids]
-
-    @contextlib.asynccontextmanager
-    async def finished_runs(self, queues: Iterable[str]) -> AsyncIterator[Any]:
-        """A pub/sub subscription to the ``finished`` channels of ``queues``."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            with _mapped_errors("subscribe"):
-                await pubsub.subscribe(*(self.keys.queue(q).finished for q in queues))
-            yield pubsub
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        return [as_str(i) for i in ids]
 
     # --- counters ---------------------------------------------------------
 
@@ -288,7 +197,7 @@ class Store:
         return bool(int(reply[0])), int(reply[1])
 
     async def counter_value(self, key: str) -> int:
-        with _mapped_errors("state.get"):
+        with mapped_errors("state.get"):
             value = await self.client.hget(self.keys.counter(key), "value")
         return int(value) if value is not None else 0
 
@@ -301,7 +210,7 @@ class Store:
         """
         if queue in self._groups_made:
             return
-        with _mapped_errors("XGROUP CREATE"):
+        with mapped_errors("XGROUP CREATE"):
             try:
                 await self.client.xgroup_create(
                     self.keys.queue(queue).stream, GROUP, id="0", mkstream=True
@@ -326,12 +235,12 @@ class Store:
         streams = {self.keys.queue(q).stream: q for q in queues}
         # fakeredis does not wake a blocked read when an entry is added: poll.
         block = None if self.memory else block_ms
-        with _mapped_errors("XREADGROUP"):
+        with mapped_errors("XREADGROUP"):
             reply = await self.client.xreadgroup(
                 GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block
             )
         return [
-            Entry(streams[_s(stream)], _s(entry_id), fields or {})
+            Entry(streams[as_str(stream)], as_str(entry_id), fields or {})
             for stream, entries in reply or ()
             for entry_id, fields in entries
         ]
@@ -343,18 +252,18 @@ class Store:
         stream = self.keys.queue(queue).stream
         out: list[Entry] = []
         cursor: Any = "0-0"
-        with _mapped_errors("XAUTOCLAIM"):
+        with mapped_errors("XAUTOCLAIM"):
             while len(out) < count:
                 reply = await self.client.xautoclaim(
                     stream, GROUP, consumer, min_idle_ms, cursor, count=count - len(out)
                 )
                 cursor, claimed = reply[0], reply[1]
                 out.extend(
-                    Entry(queue, _s(eid), fields or {})
+                    Entry(queue, as_str(eid), fields or {})
                     for eid, fields in claimed
                     if eid
                 )
-                if _s(cursor) == "0-0":
+                if as_str(cursor) == "0-0":
                     break
         return out
 
@@ -392,13 +301,13 @@ class Store:
             self._start_call(queue, batch, consumer)
             for queue, batch in by_queue.items()
         ]
-        with _mapped_errors("start"):
+        with mapped_errors("start"):
             replies = await _scripts.call_many(self.client, self._scripts, calls)
         # Keyed by (queue, id): two streams can mint the same entry id.
         by_entry: dict[tuple[str, str], Any] = {}
         for batch, reply in zip(by_queue.values(), replies, strict=True):
             if isinstance(reply, Exception):
-                with _mapped_errors("start"):
+                with mapped_errors("start"):
                     raise reply
             for entry, result in zip(batch, reply, strict=True):
                 by_entry[entry.queue, entry.entry_id] = result
@@ -411,15 +320,15 @@ class Store:
         if reply is None:
             return StartResult("gone")
         if isinstance(reply, Exception):
-            with _mapped_errors("start"):
+            with mapped_errors("start"):
                 raise reply
-        outcome = _s(reply[0])
+        outcome = as_str(reply[0])
         if outcome != "ok":
             return StartResult(outcome)
         lease = Lease(
             entry.queue, entry.entry_id, int(reply[1]), entry.run_id or "", consumer
         )
-        return StartResult("ok", lease, _pairs(reply[2]), _pairs(reply[3]))
+        return StartResult("ok", lease, pairs(reply[2]), pairs(reply[3]))
 
     async def checkpoint(
         self, lease: Lease, step_key: str, record: bytes
@@ -431,7 +340,7 @@ class Store:
             [q.stream, q.steps(lease.run_id)],
             [GROUP, lease.consumer, lease.entry_id, lease.deliveries, step_key, record],
         )
-        return _s(reply[0]), (reply[1] if len(reply) > 1 else None)
+        return as_str(reply[0]), (reply[1] if len(reply) > 1 else None)
 
     async def renew(self, queue: str, consumer: str, leases: list[Lease]) -> set[str]:
         """Reset the idle clock of our entries; return the entry ids we lost."""
@@ -441,7 +350,7 @@ class Store:
         for lease in leases:
             args += [lease.entry_id, lease.deliveries]
         lost = await self._call("renew", [self.keys.queue(queue).stream], args)
-        return {_s(e) for e in lost}
+        return {as_str(e) for e in lost}
 
     async def complete(self, lease: Lease, result: bytes) -> bool:
         """Finish a run with its result; False if the lease was lost.
@@ -450,7 +359,7 @@ class Store:
         """
         q = self.keys.queue(lease.queue)
         ttl_ms = int(self.settings.result_ttl * 1000)
-        with _mapped_errors("complete"):
+        with mapped_errors("complete"):
             reply = await self.batcher.call_item(
                 self._scripts["complete"],
                 [q.stream, q.stats],
@@ -458,7 +367,7 @@ class Store:
                 [q.run(lease.run_id), q.steps(lease.run_id)],
                 [lease.entry_id, lease.deliveries, lease.run_id, result],
             )
-        return _s(reply) == "ok"
+        return as_str(reply) == "ok"
 
     async def fail(
         self, lease: Lease, error: bytes, *, retry: bool, backoff_ms: int
@@ -488,7 +397,7 @@ class Store:
                 lease.run_id,
             ],
         )
-        return _s(reply[0])
+        return as_str(reply[0])
 
     async def release(self, lease: Lease) -> bool:
         """Hand a run back to the queue (shutdown); False if the lease was lost."""
@@ -498,12 +407,12 @@ class Store:
             [q.stream, q.run(lease.run_id)],
             [GROUP, lease.consumer, lease.entry_id, lease.deliveries, lease.run_id],
         )
-        return _s(reply[0]) == "ok"
+        return as_str(reply[0]) == "ok"
 
     async def release_pending(self, queue: str, consumer: str) -> int:
         """Hand back every entry still pending for ``consumer`` (after a cancelled read)."""
         stream = self.keys.queue(queue).stream
-        with _mapped_errors("XPENDING"):
+        with mapped_errors("XPENDING"):
             pending = await self.client.xpending_range(
                 stream, GROUP, min="-", max="+", count=1000, consumername=consumer
             )
@@ -511,10 +420,10 @@ class Store:
                 return 0
             ids = [p["message_id"] for p in pending]
             entries = await self.client.xrange(stream, min=ids[0], max=ids[-1])
-        fields = {_s(eid): f for eid, f in entries}
+        fields = {as_str(eid): f for eid, f in entries}
         released = 0
         for p in pending:
-            entry_id = _s(p["message_id"])
+            entry_id = as_str(p["message_id"])
             entry = Entry(queue, entry_id, fields.get(entry_id, {}))
             if entry.run_id is None:
                 continue  # undecodable: left for a reclaimer to bury
@@ -526,10 +435,8 @@ class Store:
         self, entry: Entry, consumer: str, run_id: str, error: bytes
     ) -> bool:
         """Dead-letter an entry that names no usable run, keeping its fields."""
-        from ..serialization import encode
-
         q = self.keys.queue(entry.queue)
-        shown = {_s(k): v.decode(errors="replace") for k, v in entry.fields.items()}
+        shown = {as_str(k): v.decode(errors="replace") for k, v in entry.fields.items()}
         reply = await self._call(
             "bury",
             [q.stream, q.run(run_id), q.dead, q.stats],
@@ -544,7 +451,7 @@ class Store:
                 q.finished,
             ],
         )
-        return _s(reply[0]) == "ok"
+        return as_str(reply[0]) == "ok"
 
     async def promote_due(self, queue: str, batch: int = 100) -> float | None:
         """Move due runs from the delayed set to the stream.
@@ -553,11 +460,11 @@ class Store:
         """
         q = self.keys.queue(queue)
         while True:
-            with _mapped_errors("ZRANGE"):
+            with mapped_errors("ZRANGE"):
                 head = await self.client.zrange(q.delayed, 0, batch - 1)
             if not head:
                 return None
-            ids = [_s(i) for i in head]
+            ids = [as_str(i) for i in head]
             reply = await self._call(
                 "promote", [q.delayed, q.stream, *(q.run(i) for i in ids)], ids
             )
@@ -568,11 +475,11 @@ class Store:
     async def prune_consumers(self, queue: str, min_idle_ms: int, keep: str) -> int:
         """Delete consumers idle longer than ``min_idle_ms`` that hold nothing."""
         stream = self.keys.queue(queue).stream
-        with _mapped_errors("XINFO CONSUMERS"):
+        with mapped_errors("XINFO CONSUMERS"):
             consumers = await self.client.xinfo_consumers(stream, GROUP)
         pruned = 0
         for info in consumers:
-            name = _s(info["name"])
+            name = as_str(info["name"])
             if name == keep or int(info["pending"]) or int(info["idle"]) < min_idle_ms:
                 continue
             pruned += int(await self._call("prune", [stream], [GROUP, name]))
@@ -586,7 +493,7 @@ class Store:
     async def queue_stats(self, queue: str) -> QueueStats:
         q = self.keys.queue(queue)
         await self.ensure_group(queue)
-        with _mapped_errors("queue stats"):
+        with mapped_errors("queue stats"):
             pipe = self.client.pipeline(transaction=False)
             pipe.xinfo_groups(q.stream)
             pipe.zcard(q.delayed)
@@ -594,7 +501,7 @@ class Store:
             pipe.hgetall(q.stats)
             pipe.xlen(q.stream)
             groups, scheduled, dead, totals, length = await pipe.execute()
-        group = next((g for g in groups if _s(g["name"]) == GROUP), None)
+        group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
         running = int(group["pending"]) if group else 0
         consumers = int(group["consumers"]) if group else 0
         return QueueStats(
@@ -604,7 +511,7 @@ class Store:
             scheduled=int(scheduled),
             dead=int(dead),
             consumers=consumers,
-            totals={_s(k): int(v) for k, v in totals.items()},
+            totals={as_str(k): int(v) for k, v in totals.items()},
         )
 
 

@@ -1,0 +1,128 @@
+"""Waiting for runs to finish: one pub/sub subscription per app, shared by
+every ``RunHandle.result()`` (workers publish on the queue's ``finished``
+channel from the scripts that finish a run)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from ..errors import JobFailed, StackshiftError
+from ..serialization import RunStatus, decode, error_decoder
+from .keys import queue_of_run
+
+if TYPE_CHECKING:
+    from . import Store
+
+log = structlog.get_logger("stackshift")
+
+# A backstop for a pub/sub message lost in a reconnect: re-read the run this
+# often while waiting. Waiting is otherwise pure notification, not polling.
+RESULT_RECHECK_SECONDS = 5.0
+
+
+class ResultWaiter:
+    """One pub/sub subscription per app, shared by every ``RunHandle.result()``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._events: dict[str, set[asyncio.Event]] = {}
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._channels: dict[str, asyncio.Event] = {}  # channel -> subscribed
+
+    async def wait(self, run_id: str, timeout: float) -> Any:  # noqa: ASYNC109
+        event = asyncio.Event()
+        self._events.setdefault(run_id, set()).add(event)
+        deadline = time.monotonic() + timeout
+        try:
+            with contextlib.suppress(StackshiftError):
+                await self._subscribe(
+                    queue_of_run(run_id)
+                )  # else: the recheck carries on
+            while True:
+                status, result, error = await self.store.run_outcome(run_id)
+                if status == RunStatus.COMPLETED:
+                    return decode(result) if result else None
+                if status == RunStatus.FAILED:
+                    info = error_decoder.decode(error) if error else None
+                    raise JobFailed(
+                        run_id,
+                        info.type if info else "Error",
+                        info.message if info else "",
+                    )
+                if not status:
+                    raise StackshiftError(
+                        f"run {run_id} does not exist (never enqueued, or its record expired)"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"run {run_id} did not finish within {timeout} s"
+                    )
+                with anyio.move_on_after(min(remaining, RESULT_RECHECK_SECONDS)):
+                    await event.wait()
+                event.clear()
+        finally:
+            waiters = self._events.get(run_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._events[run_id]
+
+    async def _subscribe(self, queue: str) -> None:
+        channel = self.store.keys.queue(queue).finished
+        ready = self._channels.get(channel)
+        if ready is None:
+            ready = self._channels[channel] = asyncio.Event()
+            if self._pubsub is None:
+                self._pubsub = self.store.client.pubsub()
+            await self._pubsub.subscribe(channel)
+            if self._listener is None or self._listener.done():
+                self._listener = asyncio.create_task(self._listen())
+        # Wait for the server's confirmation, so no publish can slip past us.
+        with anyio.move_on_after(2.0):
+            await ready.wait()
+
+    async def _listen(self) -> None:
+        while self._pubsub is not None:
+            try:
+                message = await self._pubsub.get_message(timeout=RESULT_RECHECK_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: the recheck covers the gap
+                log.warning("result_listener_error", error=str(exc))
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self._pubsub.subscribe(*self._channels)
+                continue
+            if not message:
+                continue
+            kind = message.get("type")
+            if kind in (b"subscribe", "subscribe"):
+                channel = message["channel"]
+                name = channel.decode() if isinstance(channel, bytes) else channel
+                if name in self._channels:
+                    self._channels[name].set()
+            elif kind in (b"message", "message"):
+                data = message["data"]
+                run_id = data.decode() if isinstance(data, bytes) else str(data)
+                for event in self._events.get(run_id, ()):
+                    event.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+            self._listener = None
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        self._channels.clear()
