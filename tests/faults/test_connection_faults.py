@@ -246,9 +246,9 @@ def test_worker_survives_its_connections_being_reset(
     end = time.monotonic() + 8.0
     while worker.alive and time.monotonic() < end:
         proxy.set_mode("reset")
-        time.sleep(0.3)
+        time.sleep(0.3)  # sync-ok: the fault's duration (reset burst)
         proxy.set_mode("pass")
-        time.sleep(0.1)
+        time.sleep(0.1)  # sync-ok: the fault's duration (pause between bursts)
     assert worker.alive, f"the worker exited:\n{worker.text()[-1500:]}"
     acked = tmp_path / "acked.tsv"
     direct = {"STACKSHIFT_REDIS_URL": durable_redis.url}

@@ -120,7 +120,7 @@ def test_soak_keeps_memory_and_keys_bounded(
                 while client.xlen(stream) > 5000:
                     assert worker.alive, worker.text()[-2000:]
                     assert time.monotonic() < deadline, "the worker stopped draining"
-                    await anyio.sleep(0.05)
+                    await anyio.sleep(0.05)  # sync-ok: deadline-bounded poll
                     _sample(client, stream, peak)
         return ids
 

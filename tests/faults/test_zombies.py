@@ -58,7 +58,7 @@ def test_worker_stopped_past_its_lease_then_resumed_writes_nothing(
     )
     end = time.monotonic() + 3 * LEASE  # stopped for (at least) 3x the lease
     while time.monotonic() < end:
-        time.sleep(0.1)
+        time.sleep(0.1)  # sync-ok: the fault's duration (process stopped)
     zombie.signal(signal.SIGCONT)
     drain = quiesce(client, fault_prefix, expect, timeout=90)
     wait_for(lambda: zombie.events("lease_lost") or zombie.events("run_finished"),
@@ -102,7 +102,7 @@ def test_redis_stalled_longer_than_the_lease_mass_reclaim_breaks_nothing(
         try:
             end = time.monotonic() + 2.5 * LEASE  # the stall itself
             while time.monotonic() < end:
-                time.sleep(0.1)
+                time.sleep(0.1)  # sync-ok: the fault's duration (process stopped)
         finally:
             durable_redis.signal(signal.SIGCONT)
     expect = Expectations()

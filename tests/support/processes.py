@@ -220,7 +220,7 @@ async def wait_for(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {message}")
-        await anyio.sleep(0.1)
+        await anyio.sleep(0.1)  # sync-ok: poll interval of a deadline-bounded wait
 
 
 async def wait_finished(

@@ -62,7 +62,7 @@ class RedisServer:
                 raise RuntimeError(f"redis-server exited; see {self.dir / 'redis.log'}")
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not become ready")
-            time.sleep(0.02)
+            time.sleep(0.02)  # sync-ok: poll interval of a deadline-bounded wait
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)

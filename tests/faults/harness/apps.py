@@ -80,7 +80,7 @@ async def inside_step_counter(ctx: JobContext[dict[str, Any]]) -> str:
     await ctx.step.run("a", count_in_step)
     ledger.write(ctx.run_id, "a", ctx.attempt, "got")
     if ctx.attempt == 1:
-        await asyncio.sleep(3600)  # stopped here: the run is handed back
+        await asyncio.sleep(3600)  # sync-ok: stopped here; the run is handed back
     await ctx.state.increment(key, 1)
     return "ok"
 

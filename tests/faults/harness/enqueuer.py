@@ -78,7 +78,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def wait_barrier(path: str) -> None:
     """A barrier shared by several processes: all start when the file appears."""
     while path and not Path(path).exists():
-        time.sleep(0.002)
+        time.sleep(0.002)  # sync-ok: poll interval of the start barrier
 
 
 if __name__ == "__main__":

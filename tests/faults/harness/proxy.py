@@ -234,7 +234,7 @@ class FaultProxy:
             if not data:
                 raise ConnectionError("client closed")
             while self.mode == "blackhole":  # noqa: ASYNC110 (set from another thread)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # sync-ok: blackhole: hold traffic
             if raw_mode[0]:
                 up.write(data)
                 await up.drain()
@@ -281,7 +281,7 @@ class FaultProxy:
             if not data:
                 raise ConnectionError("server closed")
             while self.mode == "blackhole":  # noqa: ASYNC110 (set from another thread)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # sync-ok: blackhole: hold traffic
             if raw_mode[0]:
                 writer.write(buf + data)
                 buf = b""
