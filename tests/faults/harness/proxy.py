@@ -221,6 +221,15 @@ class FaultProxy:
             _rst(writer)
             _rst(up_writer)
 
+    async def _read(self, reader: asyncio.StreamReader, closed: str) -> bytes:
+        """The next chunk from one side, held back while the proxy black-holes."""
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError(closed)
+        while self.mode == "blackhole":  # noqa: ASYNC110 (set from another thread)
+            await asyncio.sleep(0.05)  # sync-ok: blackhole: hold traffic
+        return data
+
     async def _client_to_server(
         self,
         reader: asyncio.StreamReader,
@@ -230,11 +239,7 @@ class FaultProxy:
     ) -> None:
         buf = b""
         while True:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("client closed")
-            while self.mode == "blackhole":  # noqa: ASYNC110 (set from another thread)
-                await asyncio.sleep(0.05)  # sync-ok: blackhole: hold traffic
+            data = await self._read(reader, "client closed")
             if raw_mode[0]:
                 up.write(data)
                 await up.drain()
@@ -277,11 +282,7 @@ class FaultProxy:
     ) -> None:
         buf = b""
         while True:
-            data = await up.read(65536)
-            if not data:
-                raise ConnectionError("server closed")
-            while self.mode == "blackhole":  # noqa: ASYNC110 (set from another thread)
-                await asyncio.sleep(0.05)  # sync-ok: blackhole: hold traffic
+            data = await self._read(up, "server closed")
             if raw_mode[0]:
                 writer.write(buf + data)
                 buf = b""
