@@ -149,8 +149,9 @@ class Worker:
                     self._dispatcher,
                 )
                 reclaimer = Reclaimer(intake, self.lease_timeout)
-                fetcher = Fetcher(intake, reclaimer, self._queues_drained)
-                fetcher.redis_run_id = self._redis_run_id
+                fetcher = Fetcher(
+                    intake, reclaimer, self._queues_drained, self._redis_run_id
+                )
                 loops.start_soon(self._until_done, fetcher.run)
                 loops.start_soon(self._scheduler.run)
                 task_status.started()

@@ -28,6 +28,7 @@ class Fetcher:
         intake: Intake,
         reclaimer: Reclaimer,
         on_empty: Callable[[], Awaitable[bool]],
+        redis_run_id: str,
     ) -> None:
         self._store = intake.store
         self._consumer = intake.consumer
@@ -36,9 +37,8 @@ class Fetcher:
         self._dispatcher = intake.dispatcher
         self._reclaimer = reclaimer
         self._on_empty = on_empty
-        self.redis_run_id = (
-            ""  # the server's run_id at start: a new one means a restart
-        )
+        # The server's run_id when the worker started: a new one means a restart.
+        self._redis_run_id = redis_run_id
 
     async def run(self) -> None:
         failures = 0
@@ -85,7 +85,9 @@ class Fetcher:
         info: dict[str, str] = {}
         with contextlib.suppress(StoreError):
             info = await self._store.server_info()
-        restarted = bool(self.redis_run_id) and info.get("run_id") != self.redis_run_id
+        restarted = (
+            bool(self._redis_run_id) and info.get("run_id") != self._redis_run_id
+        )
         log.critical(
             "redis_data_lost",
             cause="redis restarted empty"
@@ -97,7 +99,7 @@ class Fetcher:
             "and who deletes keys under the stackshift prefix",
         )
         if info.get("run_id"):
-            self.redis_run_id = info["run_id"]
+            self._redis_run_id = info["run_id"]
         self._store.forget_groups()
         for queue in self._queues:
             try:
