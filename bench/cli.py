@@ -22,7 +22,11 @@ from bench.venvs import PEERS, ensure_venv
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-OWN = {"stackshift": "bench.systems.stackshift_system", "raw": "bench.systems.raw"}
+OWN = {
+    "stackshift": "bench.systems.stackshift_system",
+    "raw": "bench.systems.raw",
+    "raw-jobs": "bench.systems.raw_jobs",
+}
 ALL_WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7")
 CELL_TIMEOUT = 900.0
 
@@ -70,7 +74,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each cell")
     parser.add_argument(
-        "--systems", default="stackshift,raw", help="own systems: stackshift,raw"
+        "--systems",
+        default="stackshift,raw,raw-jobs",
+        help="own systems: stackshift,raw,raw-jobs",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(

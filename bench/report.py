@@ -104,19 +104,26 @@ def _one(records: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> 
     return "\n".join(lines)
 
 
-def ratios(records: list[dict[str, Any]], system: str = "stackshift") -> str:
-    """stackshift's medians against the raw baseline of the same run."""
+def ratios(
+    records: list[dict[str, Any]], system: str = "stackshift", baseline: str = "raw"
+) -> str:
+    """stackshift's medians against a raw baseline of the same run."""
     by = {(r["system"], r["column"]): r for r in records}
     parts = []
     for label, col, metric in THROUGHPUT + COSTS:
         mine = by.get((system, col), {}).get("summary", {}).get(metric)
-        raw = by.get(("raw", col), {}).get("summary", {}).get(metric)
+        raw = by.get((baseline, col), {}).get("summary", {}).get(metric)
         if mine and raw and raw["median"]:
             parts.append(f"{label}: {mine['median'] / raw['median']:.2f}×")
-    return f"{system} / raw (medians): " + ", ".join(parts) if parts else ""
+    return f"{system} / {baseline} (medians): " + ", ".join(parts) if parts else ""
 
 
 def table(records: list[dict[str, Any]]) -> str:
     """Markdown tables: rows are systems, cells median (min–max)."""
-    parts = [_one(records, THROUGHPUT), _one(records, COSTS), ratios(records)]
+    parts = [
+        _one(records, THROUGHPUT),
+        _one(records, COSTS),
+        ratios(records),
+        ratios(records, baseline="raw-jobs"),
+    ]
     return "\n\n".join(p for p in parts if p)

@@ -3,11 +3,18 @@
 W1 an awaited XADD loop; W1b pipelined XADD; the worker a loop of batched
 XREADGROUP, the batch's work in one pipeline, and one batched XACK; W3 the same
 worker blocking on XREADGROUP; W4 ten awaited round trips, one per step.
+
+``raw-jobs`` is the same loop with each job's work as its own awaited round
+trip, run concurrently (``asyncio.gather``), as a job system runs user code that
+awaits its own commands: batched XREADGROUP of ``concurrency`` entries, the
+jobs' round trips, one batched XACK. The pipelined loop is the ceiling for
+Redis work; ``raw-jobs`` is the ceiling for jobs written as jobs are written.
 Runs in any venv that has redis-py (the project's, for the table's baseline).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from importlib import metadata
@@ -60,6 +67,13 @@ class RawAdapter(driver.Adapter):
             await common.step_work(i)
 
     async def serve(self, concurrency: int) -> None:
+        await self._serve(BATCH, self._work)
+
+    @staticmethod
+    async def _work(entries: list[Any]) -> None:
+        await common.do_work_batch([float(f[b"t"]) for _, f in entries])
+
+    async def _serve(self, count: int, work: Any) -> None:
         r = aioredis.Redis.from_url(common.bench_url())
         try:
             await r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
@@ -69,18 +83,34 @@ class RawAdapter(driver.Adapter):
         consumer = f"raw-{os.getpid()}"
         while True:
             reply = await r.xreadgroup(
-                GROUP, consumer, {STREAM: ">"}, count=BATCH, block=1000
+                GROUP, consumer, {STREAM: ">"}, count=count, block=1000
             )
             if not reply:
                 continue
             entries = reply[0][1]
-            await common.do_work_batch([float(f[b"t"]) for _, f in entries])
+            await work(entries)
             await r.xack(STREAM, GROUP, *(entry_id for entry_id, _ in entries))
 
     def versions(self) -> dict[str, str]:
         return {name: metadata.version(name) for name in ("redis", "hiredis")} | {
             "python": sys.version.split()[0]
         }
+
+
+class RawJobsAdapter(RawAdapter):
+    """The raw loop with one awaited round trip per job, ``concurrency`` at once."""
+
+    name = "raw-jobs"
+    module = "bench.systems.raw_jobs"
+    default_concurrency = 10  # as stackshift's worker
+    has_concurrency = True
+
+    async def serve(self, concurrency: int) -> None:
+        await self._serve(concurrency, self._each)
+
+    @staticmethod
+    async def _each(entries: list[Any]) -> None:
+        await asyncio.gather(*(common.do_work(float(f[b"t"])) for _, f in entries))
 
 
 if __name__ == "__main__":
