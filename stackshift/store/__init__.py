@@ -7,6 +7,7 @@ here, so no ``Any`` leaves this package.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -150,11 +151,21 @@ class Store:
             run, steps = await pipe.execute()
         if not run:
             return None
+        fields = {as_str(k): as_str(v) for k, v in run.items()}
+        if "job" not in fields and "entry" in fields:
+            # Not started yet: job and payload are still in its entry.
+            with mapped_errors("get_run"):
+                found = await self.client.xrange(
+                    q.stream, fields["entry"], fields["entry"]
+                )
+            carried = (
+                {as_str(k): as_str(v) for k, v in found[0][1].items()} if found else {}
+            )
+            fields["job"] = carried.get("j", "")
+            fields["payload"] = carried.get("p", "null")
+            fields["created_at"] = fields["entry"].partition("-")[0]
         return run_info_from_hash(
-            run_id,
-            queue,
-            {as_str(k): as_str(v) for k, v in run.items()},
-            {as_str(k): as_str(v) for k, v in steps.items()},
+            run_id, queue, fields, {as_str(k): as_str(v) for k, v in steps.items()}
         )
 
     async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, bytes | None]:
@@ -316,6 +327,42 @@ class Store:
             for e in entries
         ]
 
+    @staticmethod
+    def early_start(entry: Entry, consumer: str) -> StartResult | None:
+        """Start a run from its entry alone, if the entry carries it: a first
+        delivery of a run enqueued to run now (enqueue.lua puts job and payload
+        in the entry; no step can be recorded before a first start).
+
+        The lease is provisional: ``start_many`` must still be called for the
+        entry, and ``confirm`` with its outcome; until then the run's writes
+        wait (``Lease.ready``). Returns None for any other entry.
+        """
+        fields = entry.fields
+        job, payload = fields.get(b"j"), fields.get(b"p")
+        if job is None or payload is None or not _valid_run_entry(entry):
+            return None
+        run_id = entry.run_id or ""
+        ready = asyncio.get_running_loop().create_future()
+        lease = Lease(entry.queue, entry.entry_id, 1, run_id, consumer, ready)
+        run = {"job": job, "payload": payload, "attempt": b"1"}
+        if b"c" in fields:
+            run["correlation_id"] = fields[b"c"]
+        return StartResult("ok", lease, run, {})
+
+    @staticmethod
+    def confirm(lease: Lease, ok: bool) -> None:
+        """Settle an early start: its run may write (True) or must stop (False)."""
+        if lease.ready is not None and not lease.ready.done():
+            lease.ready.set_result(ok)
+
+    @staticmethod
+    async def _confirmed(lease: Lease) -> bool:
+        if lease.ready is None:
+            return True
+        if lease.ready.done():
+            return lease.ready.result()
+        return await asyncio.shield(lease.ready)
+
     def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
         if reply is None:
             return StartResult("gone")
@@ -334,6 +381,8 @@ class Store:
         self, lease: Lease, step_key: str, record: bytes
     ) -> tuple[str, bytes | None]:
         """Record a step: ('ok', None), ('exists', first record) or ('lost', None)."""
+        if not await self._confirmed(lease):
+            return "lost", None
         q = self.keys.queue(lease.queue)
         reply = await self._call(
             "checkpoint",
@@ -357,6 +406,8 @@ class Store:
 
         Concurrent completions on a queue are merged into one script call.
         """
+        if not await self._confirmed(lease):
+            return False
         q = self.keys.queue(lease.queue)
         ttl_ms = int(self.settings.result_ttl * 1000)
         with mapped_errors("complete"):
@@ -373,6 +424,8 @@ class Store:
         self, lease: Lease, error: bytes, *, retry: bool, backoff_ms: int
     ) -> str:
         """Fail an attempt: 'retry', 'dead', or 'lost'."""
+        if not await self._confirmed(lease):
+            return "lost"
         q = self.keys.queue(lease.queue)
         reply = await self._call(
             "fail",
@@ -401,6 +454,8 @@ class Store:
 
     async def release(self, lease: Lease) -> bool:
         """Hand a run back to the queue (shutdown); False if the lease was lost."""
+        if not await self._confirmed(lease):
+            return False
         q = self.keys.queue(lease.queue)
         reply = await self._call(
             "release",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ class Lease:
     deliveries: int
     run_id: str
     consumer: str
+    # A run started from its entry alone (Store.early_start) before start.lua
+    # has confirmed it: resolves True once confirmed, False if it may not run.
+    # Store writes wait for it, so none lands before the run is marked started.
+    ready: asyncio.Future[bool] | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

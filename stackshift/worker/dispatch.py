@@ -4,6 +4,7 @@ Shared by the fetch loop and the reclaimer."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ import structlog
 
 from ..errors import StoreError
 from ..serialization import ErrorInfo, encode
-from ..store import Entry, StartResult, Store
+from ..store import Entry, Lease, StartResult, Store
 from ..store.keys import new_run_id
 from .slots import Slots
 
@@ -37,21 +38,49 @@ class Dispatcher:
         self._slots = slots
         self._spawn = spawn
 
-    async def dispatch(self, entries: list[Entry]) -> None:
+    async def dispatch(self, entries: list[Entry], *, fresh: bool = False) -> None:
         """Slots for ``entries`` are already taken; each is given back when its
-        run ends (or now, for entries that do not run)."""
+        run ends (or now, for entries that do not run).
+
+        ``fresh``: the entries were just read (first deliveries). Those that
+        carry their run start at once, while start.lua confirms them; their
+        writes wait for the confirmation (Store.early_start).
+        """
+        early: dict[int, Lease] = {}
+        if fresh:
+            for i, entry in enumerate(entries):
+                started = self._store.early_start(entry, self._consumer)
+                if started is not None and started.lease is not None:
+                    early[i] = started.lease
+                    self._spawn(started)
+        start = asyncio.ensure_future(self._store.start_many(entries, self._consumer))
         try:
-            results = await self._store.start_many(entries, self._consumer)
+            # Shielded: a shutdown cancels this loop, not the runs started early,
+            # which learn from the script's reply whether they may go on.
+            results = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            start.add_done_callback(lambda done: self._confirm_late(done, early))
+            raise
         except StoreError as exc:
-            # They stay pending under this consumer: a reclaimer takes them later.
+            # Not started (or not known to be): early runs stop and write nothing;
+            # the entries stay pending under this consumer, for a reclaimer.
+            for lease in early.values():
+                self._store.confirm(lease, False)
             log.warning("start_failed", error=str(exc), entries=len(entries))
-            self._slots.give(len(entries))
+            self._slots.give(len(entries) - len(early))
             return
-        for entry, result in zip(entries, results, strict=True):
-            if result.outcome == "ok":
+        for i, (entry, result) in enumerate(zip(entries, results, strict=True)):
+            provisional = early.get(i)
+            if provisional is not None:
+                # Already running; if it may not run, it stops and frees its slot.
+                self._store.confirm(provisional, result.outcome == "ok")
+                if result.outcome == "ok":
+                    continue
+            elif result.outcome == "ok":
                 self._spawn(result)
                 continue
-            self._slots.give(1)
+            else:
+                self._slots.give(1)
             if result.outcome == "gone":
                 await self._bury(entry)
             elif result.outcome == "dead":
@@ -61,6 +90,18 @@ class Dispatcher:
                     queue=entry.queue,
                     reason="delivered too many times (poison)",
                 )
+
+    def _confirm_late(
+        self, start: asyncio.Future[list[StartResult]], early: dict[int, Lease]
+    ) -> None:
+        """The read was cancelled (shutdown) while its start was in flight: settle
+        the early runs by the reply. Entries not started early stay pending for
+        the worker's hand-back."""
+        results = None if start.cancelled() or start.exception() else start.result()
+        for i, lease in early.items():
+            self._store.confirm(
+                lease, results is not None and results[i].outcome == "ok"
+            )
 
     async def _bury(self, entry: Entry) -> None:
         run_id = new_run_id(entry.queue)

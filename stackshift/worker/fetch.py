@@ -72,7 +72,7 @@ class Fetcher:
             failures = 0
             self._slots.give(reserved - len(entries))
             if entries:
-                await self._dispatcher.dispatch(entries)
+                await self._dispatcher.dispatch(entries, fresh=True)
                 continue
             if await self._on_empty():
                 return

@@ -83,6 +83,14 @@ class Runner:
         attempt = int(fields.get("attempt", b"1"))
         correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
         inflight = self._leases.track(lease)
+        if lease.ready is not None:  # started early: stop if start.lua says no
+            lease.ready.add_done_callback(
+                lambda ready: (
+                    None
+                    if not ready.cancelled() and ready.result()
+                    else inflight.stop(lost=True)
+                )
+            )
         began = time.monotonic()
         # Each run is a task of its own, with its own copy of the context: what
         # is bound here needs no unbinding, and reaches no other run.

@@ -30,15 +30,25 @@ if due > now then status = 'scheduled' end
 -- Only what the key does not already say: the run id (and in it the queue) is
 -- the key's suffix, and a missing correlation id means the run's own id. Zero
 -- and empty fields are left out too (readers default them). Less to store.
-redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'payload', ARGV[3],
-  'created_at', now)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'correlation_id', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', ARGV[5]) end
 if status == 'scheduled' then
-  redis.call('HSET', KEYS[1], 'scheduled_for', due)
+  redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'payload', ARGV[3],
+    'created_at', now, 'scheduled_for', due)
   redis.call('ZADD', KEYS[3], due, ARGV[1])
 else
-  redis.call('XADD', KEYS[2], '*', 'r', ARGV[1])
+  -- The entry carries the run (job, payload, correlation id), so a worker can
+  -- start it from the entry alone, without first reading the record; the
+  -- record says where the entry is. start.lua moves job and payload into the
+  -- record; created_at is the entry id's time.
+  local id
+  if ARGV[4] ~= '' then
+    id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'j', ARGV[2], 'p', ARGV[3],
+      'c', ARGV[4])
+  else
+    id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[1], 'j', ARGV[2], 'p', ARGV[3])
+  end
+  redis.call('HSET', KEYS[1], 'status', status, 'entry', id)
 end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'correlation_id', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', ARGV[5]) end
 redis.call('HINCRBY', KEYS[4], 'enqueued', 1)
 return {ARGV[1], 0, status}

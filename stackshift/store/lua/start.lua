@@ -24,6 +24,21 @@ local function start(run, steps, entry, run_id)
   if redis.call('EXISTS', run) == 0 then
     return {'gone', deliveries}
   end
+  if redis.call('HEXISTS', run, 'job') == 0 then
+    -- First start of a run whose entry carries it (enqueue.lua): the record
+    -- takes job and payload over, as it outlives the entry.
+    local found = redis.call('XRANGE', stream, entry, entry)
+    local f = found[1] and found[1][2] or {}
+    local job, payload
+    for i = 1, #f - 1, 2 do
+      if f[i] == 'j' then job = f[i + 1] elseif f[i] == 'p' then payload = f[i + 1] end
+    end
+    if not job or not payload then
+      return {'gone', deliveries}
+    end
+    redis.call('HSET', run, 'job', job, 'payload', payload,
+      'created_at', tonumber(string.match(entry, '^%d+')))
+  end
   local status = redis.call('HGET', run, 'status')
   if status == 'completed' or status == 'failed' then
     redis.call('XACK', stream, group, entry)

@@ -1,0 +1,119 @@
+"""A run enqueued to run now travels in its stream entry (job, payload,
+correlation id), and a worker starts it from the entry while start.lua confirms
+it in parallel. Its writes wait for that confirmation; a run that may not run
+writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stackshift import JobContext, Stackshift
+from tests.support.waiting import wait_until
+from tests.support.workers import running_worker
+
+
+async def test_a_queued_run_shows_its_job_payload_and_creation_time(
+    app: Stackshift,
+) -> None:
+    @app.job("greet")
+    async def greet(ctx: JobContext[dict[str, str]]) -> str:
+        return f"hello {ctx.payload['name']}"
+
+    before = datetime.now(UTC)
+    handle = await app.queue().enqueue("greet", {"name": "ada"})
+    queued = await app.get_run(handle.run_id)
+    assert queued is not None and queued.status == "queued"
+    assert queued.job == "greet" and queued.payload == {"name": "ada"}
+    assert queued.attempt == 0 and queued.created_at is not None
+    assert abs(queued.created_at - before) < timedelta(seconds=5)
+
+    async with running_worker(app):
+        assert await handle.result(timeout=10) == "hello ada"
+    done = await app.get_run(handle.run_id)
+    # The record took job and payload over from the entry, which is gone now.
+    assert done is not None and done.status == "completed" and done.attempt == 1
+    assert done.job == "greet" and done.payload == {"name": "ada"}
+    assert done.created_at == queued.created_at
+
+
+async def test_writes_of_an_early_started_run_wait_for_its_start(
+    app: Stackshift,
+) -> None:
+    store = app.store
+    await store.ensure_group("early")
+    handle = await app.queue("early").enqueue("job", {"n": 1})
+    (entry,) = await store.read_many(["early"], "w1", 10, 100)
+    early = store.early_start(entry, "w1")
+    assert early is not None and early.lease is not None
+    assert early.run["payload"] == b'{"n":1}' and early.run["job"] == b"job"
+
+    # The run finishes before its start is confirmed: the write must wait.
+    completing = asyncio.ensure_future(store.complete(early.lease, b'"done"'))
+    # Given time to land, it does not: it waits (bounded, to see a non-event).
+    done, _ = await asyncio.wait({completing}, timeout=0.3)
+    assert not done
+    (started,) = await store.start_many([entry], "w1")
+    assert started.outcome == "ok"
+    store.confirm(early.lease, True)
+    assert await asyncio.wait_for(completing, 5) is True
+
+    run = await app.get_run(handle.run_id)
+    # Had the completion landed first, start.lua would have found the entry
+    # gone, and the record would lack its job and payload.
+    assert run is not None and run.status == "completed" and run.result == "done"
+    assert run.job == "job" and run.payload == {"n": 1} and run.attempt == 1
+
+
+async def test_an_early_started_run_that_may_not_run_writes_nothing(
+    app: Stackshift,
+) -> None:
+    store = app.store
+    await store.ensure_group("early")
+    handle = await app.queue("early").enqueue("job", {"n": 1})
+    (entry,) = await store.read_many(["early"], "w1", 10, 100)
+    early = store.early_start(entry, "w1")
+    assert early is not None and early.lease is not None
+    completing = asyncio.ensure_future(store.complete(early.lease, b'"done"'))
+    store.confirm(early.lease, False)
+    assert await asyncio.wait_for(completing, 5) is False
+    run = await app.get_run(handle.run_id)
+    assert run is not None and run.status == "queued" and run.result is None
+    pending = await store.client.xpending(
+        store.keys.queue("early").stream, "stackshift"
+    )
+    assert pending["pending"] == 1  # left for a reclaimer
+
+
+async def test_entries_that_do_not_carry_their_run_are_not_started_early(
+    app: Stackshift,
+) -> None:
+    store = app.store
+    await store.ensure_group("early")
+    stream = store.keys.queue("early").stream
+    run_id = (await app.queue("early").enqueue("job", {}, delay=60)).run_id
+    await store.client.xadd(stream, {"r": run_id})  # as promote/release/redrive
+    await store.client.xadd(stream, {"r": "nonsense", "j": "job", "p": "{}"})
+    entries = await store.read_many(["early"], "w1", 10, 100)
+    assert len(entries) == 2
+    assert [store.early_start(e, "w1") for e in entries] == [None, None]
+
+
+async def test_a_run_whose_record_vanished_is_buried_not_run_to_a_record(
+    app: Stackshift,
+) -> None:
+    @app.job("orphan")
+    async def orphan(ctx: JobContext[Any]) -> str:
+        return "should not be recorded"
+
+    handle = await app.queue().enqueue("orphan", {})
+    await app.store.client.delete(app.store.keys.queue("default").run(handle.run_id))
+    async with running_worker(app):
+        await wait_until(lambda: app.dead_letters("default"), message="a dead letter")
+    (buried,) = await app.dead_letters("default")
+    assert buried.error is not None
+    assert buried.error.type == "UndecodableEntryError"
+    assert handle.run_id in buried.error.message
+    # The early-started attempt's completion was refused: no record came back.
+    assert await app.get_run(handle.run_id) is None
