@@ -327,6 +327,31 @@ class Store:
             for e in entries
         ]
 
+    async def fetch_started(
+        self, queues: list[str], consumer: str, count: int
+    ) -> list[tuple[Entry, StartResult]]:
+        """Read up to ``count`` new entries per queue and start their runs, in
+        one round trip (fetch.lua; never blocks). For a queue with a backlog."""
+        s = self.settings
+        calls = []
+        for queue in queues:
+            q = self.keys.queue(queue)
+            args = [GROUP, consumer, s.max_deliveries, int(s.dead_ttl * 1000)]
+            args += [q.finished, count, queue, q.base]
+            calls.append((self._scripts["fetch"], [q.stream, q.dead, q.stats], args))
+        with mapped_errors("fetch"):
+            replies = await _scripts.call_many(self.client, self._scripts, calls)
+        out: list[tuple[Entry, StartResult]] = []
+        for queue, reply in zip(queues, replies, strict=True):
+            if isinstance(reply, Exception):
+                with mapped_errors("fetch"):
+                    raise reply
+            for entry_id, flat, started in reply:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                entry = Entry(queue, as_str(entry_id), fields)
+                out.append((entry, self._start_result(entry, consumer, started)))
+        return out
+
     @staticmethod
     def early_start(entry: Entry, consumer: str) -> StartResult | None:
         """Start a run from its entry alone, if the entry carries it: a first

@@ -121,6 +121,11 @@ class QueueKeys:
         self.stats = self._base + "stats"
         self.finished = self._base + "finished"  # pub/sub channel
 
+    @property
+    def base(self) -> str:
+        """``<prefix>{<queue>}:``, which every key of the queue starts with."""
+        return self._base
+
     def run(self, run_id: str) -> str:
         return f"{self._base}run:{run_id}"
 

@@ -1,7 +1,8 @@
 """Loads the Lua scripts in lua/ once and calls them by SHA.
 
 Each script's source is its flags line, then lua/_prelude.lua (clock and fence
-helpers, so the fencing check exists once), then its body. We call EVALSHA
+helpers, so the fencing check exists once), then the library it uses, if any
+(LIBRARIES), then its body. We call EVALSHA
 directly, not redis-py's ``register_script``: inside a pipeline redis-py sends
 SCRIPT EXISTS before every execute, one more round trip per batch. Instead
 scripts are loaded once at connect and reloaded on NOSCRIPT (after a Redis
@@ -22,6 +23,7 @@ SCRIPT_NAMES = (
     "complete",
     "enqueue",
     "fail",
+    "fetch",
     "increment",
     "promote",
     "prune",
@@ -30,6 +32,9 @@ SCRIPT_NAMES = (
     "renew",
     "start",
 )
+
+# Code shared by scripts beyond the prelude: prepended to the scripts that use it.
+LIBRARIES = {"start": "_start.lua", "fetch": "_start.lua"}
 
 
 def _read(name: str) -> str:
@@ -57,7 +62,8 @@ def load_scripts(*, with_flags: bool = True) -> dict[str, Script]:
         if not flags.startswith("#!lua"):
             raise RuntimeError(f"lua/{name}.lua must start with its #!lua flags line")
         head = flags + "\n" if with_flags else ""
-        scripts[name] = Script(name, head + prelude + "\n" + body)
+        library = _read(LIBRARIES[name]) + "\n" if name in LIBRARIES else ""
+        scripts[name] = Script(name, head + prelude + "\n" + library + body)
     return scripts
 
 

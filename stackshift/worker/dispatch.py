@@ -71,25 +71,36 @@ class Dispatcher:
             return
         for i, (entry, result) in enumerate(zip(entries, results, strict=True)):
             provisional = early.get(i)
-            if provisional is not None:
-                # Already running; if it may not run, it stops and frees its slot.
-                self._store.confirm(provisional, result.outcome == "ok")
-                if result.outcome == "ok":
-                    continue
-            elif result.outcome == "ok":
-                self._spawn(result)
+            if provisional is None:
+                await self._handle(entry, result)
                 continue
-            else:
-                self._slots.give(1)
-            if result.outcome == "gone":
-                await self._bury(entry)
-            elif result.outcome == "dead":
-                log.error(
-                    "run_dead_lettered",
-                    run_id=entry.run_id,
-                    queue=entry.queue,
-                    reason="delivered too many times (poison)",
-                )
+            # Already running; if it may not run, it stops and frees its slot.
+            self._store.confirm(provisional, result.outcome == "ok")
+            if result.outcome != "ok":
+                await self._handle_refused(entry, result)
+
+    async def dispatch_started(self, started: list[tuple[Entry, StartResult]]) -> None:
+        """Hand over entries read and started in one call (Store.fetch_started)."""
+        for entry, result in started:
+            await self._handle(entry, result)
+
+    async def _handle(self, entry: Entry, result: StartResult) -> None:
+        if result.outcome == "ok":
+            self._spawn(result)
+            return
+        self._slots.give(1)
+        await self._handle_refused(entry, result)
+
+    async def _handle_refused(self, entry: Entry, result: StartResult) -> None:
+        if result.outcome == "gone":
+            await self._bury(entry)
+        elif result.outcome == "dead":
+            log.error(
+                "run_dead_lettered",
+                run_id=entry.run_id,
+                queue=entry.queue,
+                reason="delivered too many times (poison)",
+            )
 
     def _confirm_late(
         self, start: asyncio.Future[list[StartResult]], early: dict[int, Lease]

@@ -10,6 +10,7 @@ import anyio
 import structlog
 
 from ..errors import StoreError
+from ..store import Entry, StartResult
 from .dispatch import MAX_BATCH, Intake
 from .reclaim import Reclaimer
 
@@ -42,6 +43,10 @@ class Fetcher:
 
     async def run(self) -> None:
         failures = 0
+        # A full read means more is likely waiting: read and start the next
+        # batch in one script call (no blocking needed) until a read comes back
+        # short; then block on XREADGROUP again.
+        backlog = False
         while True:
             free = await self._slots.wait_free()
             if await self._reclaimer.reclaim_if_due():
@@ -54,10 +59,16 @@ class Fetcher:
             count = max(1, min(MAX_BATCH, free // len(self._queues)))
             reserved = count * len(self._queues)
             self._slots.take(reserved)
+            started: list[tuple[Entry, StartResult]] | None = None
             try:
-                entries = await self._store.read_many(
-                    self._queues, self._consumer, count, block_ms
-                )
+                if backlog:
+                    started = await self._store.fetch_started(
+                        self._queues, self._consumer, count
+                    )
+                else:
+                    entries = await self._store.read_many(
+                        self._queues, self._consumer, count, block_ms
+                    )
             except BaseException as exc:
                 self._slots.give(reserved)  # cancelled (shutdown) or failed
                 if not isinstance(exc, StoreError):
@@ -70,6 +81,12 @@ class Fetcher:
                 await anyio.sleep(delay)
                 continue
             failures = 0
+            if started is not None:
+                backlog = len(started) == reserved
+                self._slots.give(reserved - len(started))
+                await self._dispatcher.dispatch_started(started)
+                continue
+            backlog = len(entries) == reserved
             self._slots.give(reserved - len(entries))
             if entries:
                 await self._dispatcher.dispatch(entries, fresh=True)

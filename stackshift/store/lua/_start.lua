@@ -1,0 +1,69 @@
+-- _start.lua: starting an attempt of the run a delivered entry names, shared by
+-- start.lua (entries already read) and fetch.lua (read and start in one call).
+-- Both scripts take KEYS[1] stream  KEYS[2] dead zset  KEYS[3] stats hash and
+-- ARGV[1] group  ARGV[2] consumer  ARGV[3] max deliveries  ARGV[4] dead-letter
+-- TTL ms  ARGV[5] finished channel. Returns, for one entry, one of:
+--   {'lost'}                          the entry is not (or no longer) ours
+--   {'gone', deliveries}              no run record: the caller buries the entry
+--   {'done', status}                  the run already finished; entry removed
+--   {'dead'}                          poison (delivered too often): dead-lettered
+--   {'ok', deliveries, run fields (flat), steps (flat)}
+local stream, dead, stats = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer = ARGV[1], ARGV[2]
+local now = now_ms()
+
+local function start(run, steps, entry, run_id)
+  local p = redis.call('XPENDING', stream, group, entry, entry, 1)
+  if #p == 0 or p[1][2] ~= consumer then
+    return {'lost'}
+  end
+  local deliveries = tonumber(p[1][4])
+  if redis.call('EXISTS', run) == 0 then
+    return {'gone', deliveries}
+  end
+  if redis.call('HEXISTS', run, 'job') == 0 then
+    -- First start of a run whose entry carries it (enqueue.lua): the record
+    -- takes job and payload over, as it outlives the entry.
+    local found = redis.call('XRANGE', stream, entry, entry)
+    local f = found[1] and found[1][2] or {}
+    local job, payload
+    for i = 1, #f - 1, 2 do
+      if f[i] == 'j' then job = f[i + 1] elseif f[i] == 'p' then payload = f[i + 1] end
+    end
+    if not job or not payload then
+      return {'gone', deliveries}
+    end
+    redis.call('HSET', run, 'job', job, 'payload', payload,
+      'created_at', tonumber(string.match(entry, '^%d+')))
+  end
+  local status = redis.call('HGET', run, 'status')
+  if status == 'completed' or status == 'failed' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return {'done', status}
+  end
+  if deliveries > tonumber(ARGV[3]) then
+    local err = cjson.encode({type = 'WorkerLostError', attempt = tonumber(
+        redis.call('HGET', run, 'attempt') or '0'),
+      message = 'delivered ' .. deliveries .. ' times without finishing: ' ..
+        'the workers running it crashed or stalled each time (poison run)',
+      traceback = ''})
+    redis.call('HSET', run, 'status', 'failed', 'error', err, 'finished_at', now)
+    redis.call('ZADD', dead, now, run_id)
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    redis.call('PEXPIRE', run, ARGV[4])
+    redis.call('PEXPIRE', steps, ARGV[4])
+    redis.call('HINCRBY', stats, 'failed', 1)
+    redis.call('PUBLISH', ARGV[5], run_id)
+    return {'dead'}
+  end
+  local attempt = redis.call('HINCRBY', run, 'attempt', 1)
+  redis.call('HSET', run, 'status', 'running', 'started_at', now,
+    'worker', consumer, 'entry', entry)
+  local recorded = {}
+  if attempt > 1 then
+    recorded = redis.call('HGETALL', steps)
+  end
+  return {'ok', deliveries, redis.call('HGETALL', run), recorded}
+end

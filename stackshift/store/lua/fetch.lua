@@ -1,0 +1,45 @@
+#!lua
+-- fetch.lua: read up to COUNT new entries for this consumer and start each one's
+-- run, in one round trip instead of XREADGROUP then start.lua. Used while the
+-- queue has a backlog; an idle worker blocks on XREADGROUP instead (a script
+-- cannot block). _start.lua, prepended, starts one entry.
+-- KEYS[1] stream  KEYS[2] dead zset  KEYS[3] stats hash      (slot {<queue>})
+-- ARGV[1] group  ARGV[2] consumer  ARGV[3] max deliveries  ARGV[4] dead-letter TTL ms
+-- ARGV[5] finished channel  ARGV[6] count  ARGV[7] queue  ARGV[8] key base
+-- ('<prefix>{<queue>}:', the prefix of KEYS[1]; run and step keys are built
+-- from it and the run id, so they share the queue's hash slot).
+-- Returns, per entry read: {entry id, entry fields (flat), start() reply}; an
+-- entry without a valid run id of this queue gets {'gone', 1} for the caller
+-- to bury.
+local read = redis.call('XREADGROUP', 'GROUP', group, consumer,
+  'COUNT', ARGV[6], 'STREAMS', stream, '>')
+if not read or not read[1] then  -- nil from Redis, {} from fakeredis
+  return {}
+end
+-- Redis: {{stream, entries}}; fakeredis (memory://): {stream, entries}.
+local entries = type(read[1]) == 'table' and read[1][2] or read[2]
+local queue, base = ARGV[7], ARGV[8]
+
+local function valid(run_id)
+  -- As keys.py's run id: 26 Crockford base32 characters, '.', the queue.
+  return type(run_id) == 'string' and #run_id == 27 + #queue
+    and string.sub(run_id, 27) == '.' .. queue
+    and string.find(string.sub(run_id, 1, 26), '^[0-9A-HJKMNP-TV-Z]+$') ~= nil
+end
+
+local out = {}
+for i, e in ipairs(entries) do
+  local entry, fields = e[1], e[2]
+  local run_id
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 'r' then run_id = fields[j + 1] end
+  end
+  local reply
+  if valid(run_id) then
+    reply = start(base .. 'run:' .. run_id, base .. 'steps:' .. run_id, entry, run_id)
+  else
+    reply = {'gone', 1}
+  end
+  out[i] = {entry, fields, reply}
+end
+return out
