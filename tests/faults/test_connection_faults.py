@@ -259,3 +259,31 @@ def test_worker_survives_its_connections_being_reset(
     client = durable_redis.client()
     quiesce(client, fault_prefix, expect, timeout=20)
     assert_invariants(client, fault_prefix, expect, ledger, scenario="reset_idle")
+
+
+async def test_a_black_holed_connection_is_noticed_although_small_sends_are_untimed(
+    durable_redis: RedisServer,
+    proxy_factory: Callable[[int], FaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small sends skip redis-py's timed send (connection.py); the read timeout
+    # must still turn a connection that swallows everything into an error.
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from stackshift.store import connection
+
+    monkeypatch.setattr(connection, "SOCKET_TIMEOUT", 0.3)
+    proxy = proxy_factory(durable_redis.port)
+    client = connection.open_client(proxy.url)
+    try:
+        assert await client.ping() is True
+        proxy.set_mode("blackhole")
+        began = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await client.ping()
+        assert time.monotonic() - began < 10  # the timeout and its 3 retries
+        proxy.set_mode("pass")
+        assert await client.ping() is True  # a fresh connection works again
+    finally:
+        proxy.set_mode("pass")
+        await client.aclose()
