@@ -156,19 +156,11 @@ class Runner:
     async def _finish_uncancellable(
         self, inflight: Inflight, outcome: Outcome, job: str, fields: dict[str, bytes]
     ) -> str:
-        """Write the outcome in a task of its own: a stop requested just as the
-        attempt ended must not cut the write short."""
+        """Write the outcome. From here on, stops (lease lost, shutdown) no longer
+        cancel this run (``Inflight.finishing``): the write is not cut short.
+        (No task of its own for it: that cost a task and a shield per run.)"""
         inflight.finishing = True
-        finish = asyncio.ensure_future(
-            self._finish(inflight.lease, outcome, job, fields)
-        )
-        while True:
-            try:
-                return await asyncio.shield(finish)
-            except asyncio.CancelledError:
-                if not inflight.stopping:
-                    raise
-                _consume_cancel()
+        return await self._finish(inflight.lease, outcome, job, fields)
 
     def _context(
         self,
