@@ -7,7 +7,7 @@
 --   {'gone', deliveries}              no run record: the caller buries the entry
 --   {'done', status}                  the run already finished; entry removed
 --   {'dead'}                          poison (delivered too often): dead-lettered
---   {'ok', deliveries, run fields (flat), steps (flat)}
+--   {'ok', deliveries, run fields a runner needs (flat), steps (flat)}
 local stream, dead, stats = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local now = now_ms()
@@ -65,5 +65,15 @@ local function start(run, steps, entry, run_id)
   if attempt > 1 then
     recorded = redis.call('HGETALL', steps)
   end
-  return {'ok', deliveries, redis.call('HGETALL', run), recorded}
+  -- Only what a runner needs, not the whole record: less to send and parse.
+  local wanted = {'job', 'payload', 'attempt', 'correlation_id', 'failures'}
+  local values = redis.call('HMGET', run, unpack(wanted))
+  local fields = {}
+  for i, name in ipairs(wanted) do
+    if values[i] then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = values[i]
+    end
+  end
+  return {'ok', deliveries, fields, recorded}
 end
