@@ -7,18 +7,14 @@ here, so no ``Any`` leaves this package.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from ..config import Settings
 from ..errors import StoreError
 from ..serialization import RunInfo, encode, run_info_from_hash
 from . import scripts as _scripts
-from .batching import ScriptBatcher
-from .connection import is_memory_url, open_client
-from .keys import GROUP, Keys, QueueKeys, key_part, queue_of_run
+from .keys import GROUP, QueueKeys, key_part, queue_of_run
 from .records import (
     EnqueueRequest,
     EnqueueResult,
@@ -28,8 +24,8 @@ from .records import (
     StartResult,
     as_str,
     mapped_errors,
-    pairs,
 )
+from .starting import StartingStore
 
 __all__ = [
     "EnqueueRequest",
@@ -43,102 +39,78 @@ __all__ = [
 ]
 
 
-class Store:
-    """Typed access to one Redis (or memory://) for one prefix."""
+# Runs per enqueue.lua call in a bulk enqueue (bounds the script's run time).
+ENQUEUE_ITEMS = 200
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
-        self.memory = is_memory_url(settings.url)
-        self._client: Any = None
-        self._batcher: ScriptBatcher | None = None
-        self._scripts = _scripts.load_scripts(with_flags=not self.memory)
-        self._groups_made: set[str] = set()
 
-    # --- connection -------------------------------------------------------
+def _shared(req: EnqueueRequest) -> tuple[str, str, int, int]:
+    """What the runs of one enqueue.lua call must have in common."""
+    return req.job, req.correlation_id, req.delay_ms, req.run_at_ms
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = open_client(self.settings.url)
-        return self._client
 
-    @property
-    def batcher(self) -> ScriptBatcher:
-        if self._batcher is None:
-            self._batcher = ScriptBatcher(self.client, self._scripts)
-        return self._batcher
-
-    async def close(self) -> None:
-        self._batcher = None
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-
-    async def ping(self) -> None:
-        with mapped_errors("ping"):
-            await self.client.ping()
-
-    async def server_info(self) -> dict[str, str]:
-        """``INFO server``, ``memory`` and ``persistence`` fields (empty if ACL-denied)."""
-        info: dict[str, str] = {}
-        for section in ("server", "memory", "persistence"):
-            try:
-                raw = await self.client.info(section)
-            except ResponseError:
-                continue
-            except RedisError as exc:
-                raise StoreError(f"INFO: {exc}") from exc
-            info.update({str(k): as_str(v) for k, v in raw.items()})
-        return info
-
-    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call, group-committed with concurrent ones (batching.py)."""
-        with mapped_errors(name):
-            return await self.batcher.call(self._scripts[name], keys, args)
+class Store(StartingStore):
+    """Typed access to one Redis (or memory://) for one prefix: every state
+    change of a run, and what the app and the CLI read."""
 
     # --- enqueue side -----------------------------------------------------
 
     def _enqueue_call(
-        self, q: QueueKeys, req: EnqueueRequest
+        self, q: QueueKeys, reqs: list[EnqueueRequest]
     ) -> tuple[_scripts.Script, list[str], list[Any]]:
-        keys = [q.run(req.run_id), q.stream, q.delayed, q.stats]
-        if req.idempotency_key is not None:
-            keys.append(q.idem(req.idempotency_key))
-        ttl_ms = int(self.settings.idempotency_ttl * 1000)
-        args = [
-            req.run_id,
-            req.job,
-            req.payload,
-            req.correlation_id,
-            req.idempotency_key or "",
-            ttl_ms,
-            req.delay_ms,
-            req.run_at_ms,
+        """One enqueue.lua call for runs that share job, correlation id,
+        idempotency key (then there is one run) and delay."""
+        first = reqs[0]
+        keys = [q.stream, q.delayed, q.stats]
+        if first.idempotency_key is not None:
+            keys.append(q.idem(first.idempotency_key))
+        args: list[Any] = [
+            first.job,
+            first.correlation_id,
+            first.idempotency_key or "",
+            int(self.settings.idempotency_ttl * 1000),
+            first.delay_ms,
+            first.run_at_ms,
         ]
+        for req in reqs:
+            keys.append(q.run(req.run_id))
+            args += [req.run_id, req.payload]
         return self._scripts["enqueue"], keys, args
 
     async def enqueue(self, queue: str, req: EnqueueRequest) -> EnqueueResult:
         """Create a run (one round trip), or find the one its key already made."""
-        script, keys, args = self._enqueue_call(self.keys.queue(queue), req)
-        reply = await self._call("enqueue", keys, args)
+        _script, keys, args = self._enqueue_call(self.keys.queue(queue), [req])
+        (reply,) = await self._call("enqueue", keys, args)
         return EnqueueResult(as_str(reply[0]), bool(int(reply[1])))
 
     async def enqueue_many(
         self, queue: str, reqs: list[EnqueueRequest]
     ) -> list[EnqueueResult]:
-        """Create many runs in one pipelined round trip."""
+        """Create many runs in one pipelined round trip: runs that share job,
+        correlation id and delay go ENQUEUE_ITEMS to a script call (a call's
+        fixed cost, in Python and in Redis, outweighs a run's)."""
         q = self.keys.queue(queue)
+        calls = []
+        batch: list[EnqueueRequest] = []
+        for req in reqs:
+            if batch and (
+                len(batch) == ENQUEUE_ITEMS
+                or req.idempotency_key is not None
+                or batch[0].idempotency_key is not None
+                or _shared(req) != _shared(batch[0])
+            ):
+                calls.append(self._enqueue_call(q, batch))
+                batch = []
+            batch.append(req)
+        if batch:
+            calls.append(self._enqueue_call(q, batch))
         with mapped_errors("enqueue_many"):
-            replies = await _scripts.call_many(
-                self.client, self._scripts, [self._enqueue_call(q, r) for r in reqs]
-            )
+            replies = await _scripts.call_many(self.client, self._scripts, calls)
         out = []
         for reply in replies:
             if isinstance(reply, Exception):
                 with mapped_errors("enqueue_many"):
                     raise reply
-            out.append(EnqueueResult(as_str(reply[0]), bool(int(reply[1]))))
+            out += [EnqueueResult(as_str(r[0]), bool(int(r[1]))) for r in reply]
         return out
 
     async def get_run(self, run_id: str) -> RunInfo | None:
@@ -234,173 +206,6 @@ class Store:
     def forget_groups(self) -> None:
         """Check the groups again on next use (after NOGROUP: Redis lost them)."""
         self._groups_made.clear()
-
-    async def read_many(
-        self, queues: list[str], consumer: str, count: int, block_ms: int
-    ) -> list[Entry]:
-        """XREADGROUP up to ``count`` new entries per queue, blocking up to ``block_ms``.
-
-        One call for all queues (they are on one server; on a cluster each queue
-        would need its own read, as their slots differ).
-        """
-        streams = {self.keys.queue(q).stream: q for q in queues}
-        # fakeredis does not wake a blocked read when an entry is added: poll.
-        block = None if self.memory else block_ms
-        with mapped_errors("XREADGROUP"):
-            reply = await self.client.xreadgroup(
-                GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block
-            )
-        return [
-            Entry(streams[as_str(stream)], as_str(entry_id), fields or {})
-            for stream, entries in reply or ()
-            for entry_id, fields in entries
-        ]
-
-    async def autoclaim(
-        self, queue: str, consumer: str, min_idle_ms: int, count: int
-    ) -> list[Entry]:
-        """Take over up to ``count`` entries idle longer than ``min_idle_ms``."""
-        stream = self.keys.queue(queue).stream
-        out: list[Entry] = []
-        cursor: Any = "0-0"
-        with mapped_errors("XAUTOCLAIM"):
-            while len(out) < count:
-                reply = await self.client.xautoclaim(
-                    stream, GROUP, consumer, min_idle_ms, cursor, count=count - len(out)
-                )
-                cursor, claimed = reply[0], reply[1]
-                out.extend(
-                    Entry(queue, as_str(eid), fields or {})
-                    for eid, fields in claimed
-                    if eid
-                )
-                if as_str(cursor) == "0-0":
-                    break
-        return out
-
-    def _start_call(
-        self, queue: str, entries: list[Entry], consumer: str
-    ) -> tuple[_scripts.Script, list[str], list[Any]]:
-        q = self.keys.queue(queue)
-        s = self.settings
-        keys = [q.stream, q.dead, q.stats]
-        args: list[Any] = [
-            GROUP,
-            consumer,
-            s.max_deliveries,
-            int(s.dead_ttl * 1000),
-            q.finished,
-        ]
-        for entry in entries:
-            run_id = entry.run_id or ""
-            keys += [q.run(run_id), q.steps(run_id)]
-            args += [entry.entry_id, run_id]
-        return self._scripts["start"], keys, args
-
-    async def start_many(
-        self, entries: list[Entry], consumer: str
-    ) -> list[StartResult]:
-        """Start a fetched batch: one start.lua call per queue, one round trip.
-
-        Entries without a usable run id come back as ``gone`` (to be buried).
-        """
-        by_queue: dict[str, list[Entry]] = {}
-        for entry in entries:
-            if _valid_run_entry(entry):
-                by_queue.setdefault(entry.queue, []).append(entry)
-        calls = [
-            self._start_call(queue, batch, consumer)
-            for queue, batch in by_queue.items()
-        ]
-        with mapped_errors("start"):
-            replies = await _scripts.call_many(self.client, self._scripts, calls)
-        # Keyed by (queue, id): two streams can mint the same entry id.
-        by_entry: dict[tuple[str, str], Any] = {}
-        for batch, reply in zip(by_queue.values(), replies, strict=True):
-            if isinstance(reply, Exception):
-                with mapped_errors("start"):
-                    raise reply
-            for entry, result in zip(batch, reply, strict=True):
-                by_entry[entry.queue, entry.entry_id] = result
-        return [
-            self._start_result(e, consumer, by_entry.get((e.queue, e.entry_id)))
-            for e in entries
-        ]
-
-    async def fetch_started(
-        self, queues: list[str], consumer: str, count: int
-    ) -> list[tuple[Entry, StartResult]]:
-        """Read up to ``count`` new entries per queue and start their runs, in
-        one round trip (fetch.lua; never blocks). For a queue with a backlog."""
-        s = self.settings
-        calls = []
-        for queue in queues:
-            q = self.keys.queue(queue)
-            args = [GROUP, consumer, s.max_deliveries, int(s.dead_ttl * 1000)]
-            args += [q.finished, count, queue, q.base]
-            calls.append((self._scripts["fetch"], [q.stream, q.dead, q.stats], args))
-        with mapped_errors("fetch"):
-            replies = await _scripts.call_many(self.client, self._scripts, calls)
-        out: list[tuple[Entry, StartResult]] = []
-        for queue, reply in zip(queues, replies, strict=True):
-            if isinstance(reply, Exception):
-                with mapped_errors("fetch"):
-                    raise reply
-            for entry_id, flat, started in reply:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                entry = Entry(queue, as_str(entry_id), fields)
-                out.append((entry, self._start_result(entry, consumer, started)))
-        return out
-
-    @staticmethod
-    def early_start(entry: Entry, consumer: str) -> StartResult | None:
-        """Start a run from its entry alone, if the entry carries it: a first
-        delivery of a run enqueued to run now (enqueue.lua puts job and payload
-        in the entry; no step can be recorded before a first start).
-
-        The lease is provisional: ``start_many`` must still be called for the
-        entry, and ``confirm`` with its outcome; until then the run's writes
-        wait (``Lease.ready``). Returns None for any other entry.
-        """
-        fields = entry.fields
-        job, payload = fields.get(b"j"), fields.get(b"p")
-        if job is None or payload is None or not _valid_run_entry(entry):
-            return None
-        run_id = entry.run_id or ""
-        ready = asyncio.get_running_loop().create_future()
-        lease = Lease(entry.queue, entry.entry_id, 1, run_id, consumer, ready)
-        run = {"job": job, "payload": payload, "attempt": b"1"}
-        if b"c" in fields:
-            run["correlation_id"] = fields[b"c"]
-        return StartResult("ok", lease, run, {})
-
-    @staticmethod
-    def confirm(lease: Lease, ok: bool) -> None:
-        """Settle an early start: its run may write (True) or must stop (False)."""
-        if lease.ready is not None and not lease.ready.done():
-            lease.ready.set_result(ok)
-
-    @staticmethod
-    async def _confirmed(lease: Lease) -> bool:
-        if lease.ready is None:
-            return True
-        if lease.ready.done():
-            return lease.ready.result()
-        return await asyncio.shield(lease.ready)
-
-    def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
-        if reply is None:
-            return StartResult("gone")
-        if isinstance(reply, Exception):
-            with mapped_errors("start"):
-                raise reply
-        outcome = as_str(reply[0])
-        if outcome != "ok":
-            return StartResult(outcome)
-        lease = Lease(
-            entry.queue, entry.entry_id, int(reply[1]), entry.run_id or "", consumer
-        )
-        return StartResult("ok", lease, pairs(reply[2]), pairs(reply[3]))
 
     async def checkpoint(
         self, lease: Lease, step_key: str, record: bytes
@@ -593,13 +398,3 @@ class Store:
             consumers=consumers,
             totals={as_str(k): int(v) for k, v in totals.items()},
         )
-
-
-def _valid_run_entry(entry: Entry) -> bool:
-    run_id = entry.run_id
-    if run_id is None:
-        return False
-    try:
-        return queue_of_run(run_id) == entry.queue
-    except ValueError:
-        return False

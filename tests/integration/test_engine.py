@@ -379,6 +379,32 @@ async def test_enqueue_many_makes_every_run_in_batches(app: Stackshift) -> None:
     assert results == [i * 2 for i in range(250)]
 
 
+async def test_a_bulk_enqueue_keeps_order_and_is_safe_to_repeat(
+    app: Stackshift,
+) -> None:
+    # 450 runs go as 200 + 200 + 50 per script call; sending the same batch
+    # again (as after a reply lost on the wire) finds the runs and adds none.
+    from stackshift.store import EnqueueRequest
+    from stackshift.store.keys import new_run_id
+
+    reqs = [
+        EnqueueRequest(new_run_id("bulk"), "job", b'{"n":%d}' % i) for i in range(450)
+    ]
+    first = await app.store.enqueue_many("bulk", reqs)
+    again = await app.store.enqueue_many("bulk", reqs)
+    assert (
+        [r.run_id for r in first]
+        == [r.run_id for r in again]
+        == [r.run_id for r in reqs]
+    )
+    assert not any(r.deduplicated for r in first + again)
+    stream = app.store.keys.queue("bulk").stream
+    entries = await app.store.client.xrange(stream)
+    assert [e[1][b"r"].decode() for e in entries] == [r.run_id for r in reqs]
+    stats = await app.store.queue_stats("bulk")
+    assert stats.waiting == 450
+
+
 async def test_delayed_runs_wait_in_the_delayed_set(app: Stackshift) -> None:
     @app.job("later")
     async def later(ctx: JobContext[Any]) -> str:

@@ -1,0 +1,193 @@
+"""Starting runs: reading delivered entries and starting the runs they name
+(start.lua, fetch.lua), and a run started early from an entry that carries it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import scripts as _scripts
+from .base import StoreBase
+from .keys import GROUP, queue_of_run
+from .records import Entry, Lease, StartResult, as_str, mapped_errors, pairs
+
+
+class StartingStore(StoreBase):
+    """The worker's intake: entries in, started runs out."""
+
+    async def read_many(
+        self, queues: list[str], consumer: str, count: int, block_ms: int
+    ) -> list[Entry]:
+        """XREADGROUP up to ``count`` new entries per queue, blocking up to ``block_ms``.
+
+        One call for all queues (they are on one server; on a cluster each queue
+        would need its own read, as their slots differ).
+        """
+        streams = {self.keys.queue(q).stream: q for q in queues}
+        # fakeredis does not wake a blocked read when an entry is added: poll.
+        block = None if self.memory else block_ms
+        with mapped_errors("XREADGROUP"):
+            reply = await self.client.xreadgroup(
+                GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block
+            )
+        return [
+            Entry(streams[as_str(stream)], as_str(entry_id), fields or {})
+            for stream, entries in reply or ()
+            for entry_id, fields in entries
+        ]
+
+    async def autoclaim(
+        self, queue: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        """Take over up to ``count`` entries idle longer than ``min_idle_ms``."""
+        stream = self.keys.queue(queue).stream
+        out: list[Entry] = []
+        cursor: Any = "0-0"
+        with mapped_errors("XAUTOCLAIM"):
+            while len(out) < count:
+                reply = await self.client.xautoclaim(
+                    stream, GROUP, consumer, min_idle_ms, cursor, count=count - len(out)
+                )
+                cursor, claimed = reply[0], reply[1]
+                out.extend(
+                    Entry(queue, as_str(eid), fields or {})
+                    for eid, fields in claimed
+                    if eid
+                )
+                if as_str(cursor) == "0-0":
+                    break
+        return out
+
+    def _start_call(
+        self, queue: str, entries: list[Entry], consumer: str
+    ) -> tuple[_scripts.Script, list[str], list[Any]]:
+        q = self.keys.queue(queue)
+        s = self.settings
+        keys = [q.stream, q.dead, q.stats]
+        args: list[Any] = [
+            GROUP,
+            consumer,
+            s.max_deliveries,
+            int(s.dead_ttl * 1000),
+            q.finished,
+        ]
+        for entry in entries:
+            run_id = entry.run_id or ""
+            keys += [q.run(run_id), q.steps(run_id)]
+            args += [entry.entry_id, run_id]
+        return self._scripts["start"], keys, args
+
+    async def start_many(
+        self, entries: list[Entry], consumer: str
+    ) -> list[StartResult]:
+        """Start a fetched batch: one start.lua call per queue, one round trip.
+
+        Entries without a usable run id come back as ``gone`` (to be buried).
+        """
+        by_queue: dict[str, list[Entry]] = {}
+        for entry in entries:
+            if _valid_run_entry(entry):
+                by_queue.setdefault(entry.queue, []).append(entry)
+        calls = [
+            self._start_call(queue, batch, consumer)
+            for queue, batch in by_queue.items()
+        ]
+        with mapped_errors("start"):
+            replies = await _scripts.call_many(self.client, self._scripts, calls)
+        # Keyed by (queue, id): two streams can mint the same entry id.
+        by_entry: dict[tuple[str, str], Any] = {}
+        for batch, reply in zip(by_queue.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                with mapped_errors("start"):
+                    raise reply
+            for entry, result in zip(batch, reply, strict=True):
+                by_entry[entry.queue, entry.entry_id] = result
+        return [
+            self._start_result(e, consumer, by_entry.get((e.queue, e.entry_id)))
+            for e in entries
+        ]
+
+    async def fetch_started(
+        self, queues: list[str], consumer: str, count: int
+    ) -> list[tuple[Entry, StartResult]]:
+        """Read up to ``count`` new entries per queue and start their runs, in
+        one round trip (fetch.lua; never blocks). For a queue with a backlog."""
+        s = self.settings
+        calls = []
+        for queue in queues:
+            q = self.keys.queue(queue)
+            args = [GROUP, consumer, s.max_deliveries, int(s.dead_ttl * 1000)]
+            args += [q.finished, count, queue, q.base]
+            calls.append((self._scripts["fetch"], [q.stream, q.dead, q.stats], args))
+        with mapped_errors("fetch"):
+            replies = await _scripts.call_many(self.client, self._scripts, calls)
+        out: list[tuple[Entry, StartResult]] = []
+        for queue, reply in zip(queues, replies, strict=True):
+            if isinstance(reply, Exception):
+                with mapped_errors("fetch"):
+                    raise reply
+            for entry_id, flat, started in reply:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                entry = Entry(queue, as_str(entry_id), fields)
+                out.append((entry, self._start_result(entry, consumer, started)))
+        return out
+
+    @staticmethod
+    def early_start(entry: Entry, consumer: str) -> StartResult | None:
+        """Start a run from its entry alone, if the entry carries it: a first
+        delivery of a run enqueued to run now (enqueue.lua puts job and payload
+        in the entry; no step can be recorded before a first start).
+
+        The lease is provisional: ``start_many`` must still be called for the
+        entry, and ``confirm`` with its outcome; until then the run's writes
+        wait (``Lease.ready``). Returns None for any other entry.
+        """
+        fields = entry.fields
+        job, payload = fields.get(b"j"), fields.get(b"p")
+        if job is None or payload is None or not _valid_run_entry(entry):
+            return None
+        run_id = entry.run_id or ""
+        ready = asyncio.get_running_loop().create_future()
+        lease = Lease(entry.queue, entry.entry_id, 1, run_id, consumer, ready)
+        run = {"job": job, "payload": payload, "attempt": b"1"}
+        if b"c" in fields:
+            run["correlation_id"] = fields[b"c"]
+        return StartResult("ok", lease, run, {})
+
+    @staticmethod
+    def confirm(lease: Lease, ok: bool) -> None:
+        """Settle an early start: its run may write (True) or must stop (False)."""
+        if lease.ready is not None and not lease.ready.done():
+            lease.ready.set_result(ok)
+
+    @staticmethod
+    async def _confirmed(lease: Lease) -> bool:
+        if lease.ready is None:
+            return True
+        if lease.ready.done():
+            return lease.ready.result()
+        return await asyncio.shield(lease.ready)
+
+    def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
+        if reply is None:
+            return StartResult("gone")
+        if isinstance(reply, Exception):
+            with mapped_errors("start"):
+                raise reply
+        outcome = as_str(reply[0])
+        if outcome != "ok":
+            return StartResult(outcome)
+        lease = Lease(
+            entry.queue, entry.entry_id, int(reply[1]), entry.run_id or "", consumer
+        )
+        return StartResult("ok", lease, pairs(reply[2]), pairs(reply[3]))
+
+
+def _valid_run_entry(entry: Entry) -> bool:
+    run_id = entry.run_id
+    if run_id is None:
+        return False
+    try:
+        return queue_of_run(run_id) == entry.queue
+    except ValueError:
+        return False
