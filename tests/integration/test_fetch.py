@@ -77,3 +77,19 @@ async def test_a_worker_drains_a_backlog_and_buries_what_it_cannot_run(
     assert sorted(ran) == list(range(100))
     (buried,) = await any_app.dead_letters("default")
     assert buried.error is not None and buried.error.type == "UndecodableEntryError"
+
+
+async def test_one_call_reads_and_starts_from_every_queue(any_app: Stackshift) -> None:
+    store = any_app.store
+    for queue in ("qa", "qb"):
+        await store.ensure_group(queue)
+    a = await any_app.queue("qa").enqueue("job", {"q": "a"})
+    b = await any_app.queue("qb").enqueue("job", {"q": "b"})
+    started = await store.fetch_started(["qa", "qb"], "w1", 5)
+    assert sorted((e.queue, e.run_id) for e, _ in started) == [
+        ("qa", a.run_id),
+        ("qb", b.run_id),
+    ]
+    for entry, result in started:
+        assert result.outcome == "ok" and result.lease is not None
+        assert result.lease.queue == entry.queue
