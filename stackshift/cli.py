@@ -21,6 +21,7 @@ from .errors import StackshiftError
 from .logs import configure_logging
 from .worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
 from .worker.health import check as check_health
+from .worker.health import log_task_waits
 
 
 def load_app(target: str) -> Stackshift:
@@ -135,8 +136,13 @@ async def _serve(app: Stackshift, args: argparse.Namespace) -> None:
     )
 
     async def on_signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
+        with anyio.open_signal_receiver(
+            signal.SIGTERM, signal.SIGINT, signal.SIGUSR1
+        ) as signals:
+            async for received in signals:
+                if received == signal.SIGUSR1:
+                    log_task_waits()
+                    continue
                 # First signal: drain within the grace period. Second: hand back now.
                 worker.stop(force=worker_stopping[0])
                 worker_stopping[0] = True

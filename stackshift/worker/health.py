@@ -3,10 +3,13 @@
 Every few seconds, after a successful PING, the worker rewrites a small JSON
 file. If the event loop is wedged or Redis is unreachable, the file goes
 stale, and `stackshift check --health-file F --max-age S` exits 1.
+
+And ``log_task_waits``: what every task of a worker waits on (SIGUSR1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -65,3 +68,23 @@ def check(path: str, max_age: float) -> tuple[bool, str]:
     if age > max_age:
         return False, f"stale: last healthy {age:.1f} s ago (max {max_age:g} s)"
     return True, f"healthy {age:.1f} s ago, {record.get('running', 0)} runs in flight"
+
+
+def log_task_waits() -> None:
+    """Log, for every asyncio task, the chain of coroutines it is suspended in
+    (outermost first): where a stuck worker waits, without a debugger. Sent
+    to a worker with SIGUSR1."""
+    for task in asyncio.all_tasks():
+        chain = []
+        coro: object = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                chain.append(
+                    f"{code.co_qualname} ({code.co_filename}:{frame.f_lineno})"
+                )
+            coro = getattr(coro, "cr_await", None) or getattr(
+                coro, "gi_yieldfrom", None
+            )
+        log.warning("worker_task_waits", task=task.get_name(), waits=chain)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from stackshift import JobFailed, Stackshift
+from tests.support.processes import Workers
+from tests.support.processes import workers as workers  # the fixture
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
 
@@ -93,3 +96,22 @@ async def test_check_reports_a_running_workers_health_file(
             stale = run_cli("check", "--health-file", str(health), "--max-age", "0")
             assert stale.returncode == 1 and "stale" in stale.stderr
         assert not health.exists()  # removed at shutdown
+
+
+async def test_sigusr1_makes_a_worker_log_where_its_tasks_wait(
+    workers: Workers,
+) -> None:
+    worker = workers.start("introspected", queues=("sig",), concurrency=2)
+    await worker.wait_ready()
+    worker.send(signal.SIGUSR1)
+    # One line per task; the fetch loop's says where it waits.
+    await wait_until(
+        lambda: [
+            line
+            for line in worker.logged("worker_task_waits")
+            if any("Fetcher.run" in frame for frame in line["waits"])
+        ],
+        message="the fetch loop's stack",
+    )
+    worker.terminate()  # SIGUSR1 did not stop it; SIGTERM still does
+    assert await worker.wait_exit() == 0

@@ -3,6 +3,7 @@ pause, resume and stop with real signals, and that never outlive a test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,12 +82,19 @@ class WorkerProcess:
         await self.wait_logged("worker_started", within=within)
 
     async def wait_exit(self, within: float = 30.0) -> int:
-        await wait_until(
-            lambda: self.proc.poll() is not None,
-            timeout=within,
-            interval=0.05,
-            message=f"{self.name} (pid {self.pid}) to exit\n{self.tail()}",
-        )
+        try:
+            await wait_until(
+                lambda: self.proc.poll() is not None,
+                timeout=within,
+                interval=0.05,
+                message=f"{self.name} (pid {self.pid}) to exit",
+            )
+        except AssertionError as exc:
+            # Stuck: ask it where its tasks wait (SIGUSR1), for the failure message.
+            self.send(signal.SIGUSR1)
+            with contextlib.suppress(AssertionError):
+                await self.wait_logged("worker_task_waits", within=3)
+            raise AssertionError(f"{exc}\n{self.tail(200)}") from None
         return self.proc.returncode
 
     def tail(self, lines: int = 30) -> str:
