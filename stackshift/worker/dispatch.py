@@ -59,6 +59,9 @@ class Dispatcher:
             # which learn from the script's reply whether they may go on.
             results = await asyncio.shield(start)
         except asyncio.CancelledError:
+            # Shutdown: the entries not started early will not run here (the
+            # worker hands them back); their slots are free again.
+            self._slots.give(len(entries) - len(early))
             start.add_done_callback(lambda done: self._confirm_late(done, early))
             raise
         except StoreError as exc:
@@ -69,29 +72,44 @@ class Dispatcher:
             log.warning("start_failed", error=str(exc), entries=len(entries))
             self._slots.give(len(entries) - len(early))
             return
+        refused = []
         for i, (entry, result) in enumerate(zip(entries, results, strict=True)):
             provisional = early.get(i)
             if provisional is None:
-                await self._handle(entry, result)
-                continue
-            # Already running; if it may not run, it stops and frees its slot.
-            self._store.confirm(provisional, result.outcome == "ok")
-            if result.outcome != "ok":
-                await self._handle_refused(entry, result)
+                if self._hand_over(result):
+                    continue
+            else:
+                # Already running; if it may not run, it stops and frees its slot.
+                self._store.confirm(provisional, result.outcome == "ok")
+                if result.outcome == "ok":
+                    continue
+            refused.append((entry, result))
+        await self._handle_refused(refused)
 
     async def dispatch_started(self, started: list[tuple[Entry, StartResult]]) -> None:
         """Hand over entries read and started in one call (Store.fetch_started)."""
-        for entry, result in started:
-            await self._handle(entry, result)
+        await self._handle_refused(
+            [
+                (entry, result)
+                for entry, result in started
+                if not self._hand_over(result)
+            ]
+        )
 
-    async def _handle(self, entry: Entry, result: StartResult) -> None:
+    def _hand_over(self, result: StartResult) -> bool:
+        """Spawn a started run, or free the slot of one that will not run. No
+        await: every slot is settled before anything else can cancel us."""
         if result.outcome == "ok":
             self._spawn(result)
-            return
+            return True
         self._slots.give(1)
-        await self._handle_refused(entry, result)
+        return False
 
-    async def _handle_refused(self, entry: Entry, result: StartResult) -> None:
+    async def _handle_refused(self, refused: list[tuple[Entry, StartResult]]) -> None:
+        for entry, result in refused:
+            await self._refused(entry, result)
+
+    async def _refused(self, entry: Entry, result: StartResult) -> None:
         if result.outcome == "gone":
             await self._bury(entry)
         elif result.outcome == "dead":

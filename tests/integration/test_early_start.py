@@ -9,6 +9,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from stackshift import JobContext, Stackshift
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
@@ -117,3 +119,44 @@ async def test_a_run_whose_record_vanished_is_buried_not_run_to_a_record(
     assert handle.run_id in buried.error.message
     # The early-started attempt's completion was refused: no record came back.
     assert await app.get_run(handle.run_id) is None
+
+
+async def test_a_shutdown_during_a_start_frees_the_slots_and_settles_early_runs(
+    app: Stackshift, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stackshift.worker.dispatch import Dispatcher
+    from stackshift.worker.slots import Slots
+
+    store = app.store
+    await store.ensure_group("early")
+    stream = store.keys.queue("early").stream
+    fresh = await app.queue("early").enqueue("job", {"n": 1})  # carries its run
+    later = await app.queue("early").enqueue("job", {}, delay=60)
+    await store.client.xadd(stream, {"r": later.run_id})  # as a promotion would
+    entries = await store.read_many(["early"], "w1", 10, 100)
+    assert [e.run_id for e in entries] == [fresh.run_id, later.run_id]
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    start_many = store.start_many
+
+    async def slow_start_many(*args: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await start_many(*args)
+
+    monkeypatch.setattr(store, "start_many", slow_start_many)
+    slots = Slots(10)
+    slots.take(len(entries))
+    spawned: list[Any] = []
+    dispatcher = Dispatcher(store, "w1", slots, spawned.append)
+    dispatching = asyncio.ensure_future(dispatcher.dispatch(entries, fresh=True))
+    await asyncio.wait_for(entered.wait(), 5)
+    dispatching.cancel()  # the worker shuts down while start.lua is in flight
+    with pytest.raises(asyncio.CancelledError):
+        await dispatching
+    # The entry that was not started early gave its slot back; the early run
+    # holds its own until it ends.
+    assert slots.free == 9 and [s.lease.run_id for s in spawned] == [fresh.run_id]
+    release.set()
+    ready = spawned[0].lease.ready
+    assert await asyncio.wait_for(asyncio.shield(ready), 5) is True
