@@ -12,7 +12,9 @@ local stream, dead, stats = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local now = now_ms()
 
-local function start(run, steps, entry, run_id)
+-- carried: the entry's fields (flat) when the caller has already read them
+-- (fetch.lua), else nil and they are read here if needed.
+local function start(run, steps, entry, run_id, carried)
   local p = redis.call('XPENDING', stream, group, entry, entry, 1)
   if #p == 0 or p[1][2] ~= consumer then
     return {'lost'}
@@ -24,8 +26,11 @@ local function start(run, steps, entry, run_id)
   if redis.call('HEXISTS', run, 'job') == 0 then
     -- First start of a run whose entry carries it (enqueue.lua): the record
     -- takes job and payload over, as it outlives the entry.
-    local found = redis.call('XRANGE', stream, entry, entry)
-    local f = found[1] and found[1][2] or {}
+    local f = carried
+    if not f then
+      local found = redis.call('XRANGE', stream, entry, entry)
+      f = found[1] and found[1][2] or {}
+    end
     local job, payload
     for i = 1, #f - 1, 2 do
       if f[i] == 'j' then job = f[i + 1] elseif f[i] == 'p' then payload = f[i + 1] end

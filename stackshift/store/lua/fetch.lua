@@ -36,7 +36,8 @@ for i, e in ipairs(entries) do
   end
   local reply
   if valid(run_id) then
-    reply = start(base .. 'run:' .. run_id, base .. 'steps:' .. run_id, entry, run_id)
+    reply = start(base .. 'run:' .. run_id, base .. 'steps:' .. run_id, entry, run_id,
+      fields)
   else
     reply = {'gone', 1}
   end
