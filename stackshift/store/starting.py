@@ -8,7 +8,7 @@ from typing import Any
 
 from . import scripts as _scripts
 from .base import StoreBase
-from .keys import GROUP, queue_of_run
+from .keys import GROUP, QueueKeys, queue_of_run
 from .records import Entry, Lease, StartResult, as_str, mapped_errors, pairs
 
 
@@ -58,10 +58,8 @@ class StartingStore(StoreBase):
                     break
         return out
 
-    def _start_call(
-        self, queue: str, entries: list[Entry], consumer: str
-    ) -> tuple[_scripts.Script, list[str], list[Any]]:
-        q = self.keys.queue(queue)
+    def _start_shared(self, q: QueueKeys, consumer: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments start.lua and fetch.lua share (_start.lua)."""
         s = self.settings
         keys = [q.stream, q.dead, q.stats]
         args: list[Any] = [
@@ -71,6 +69,13 @@ class StartingStore(StoreBase):
             int(s.dead_ttl * 1000),
             q.finished,
         ]
+        return keys, args
+
+    def _start_call(
+        self, queue: str, entries: list[Entry], consumer: str
+    ) -> tuple[_scripts.Script, list[str], list[Any]]:
+        q = self.keys.queue(queue)
+        keys, args = self._start_shared(q, consumer)
         for entry in entries:
             run_id = entry.run_id or ""
             keys += [q.run(run_id), q.steps(run_id)]
@@ -112,13 +117,12 @@ class StartingStore(StoreBase):
     ) -> list[tuple[Entry, StartResult]]:
         """Read up to ``count`` new entries per queue and start their runs, in
         one round trip (fetch.lua; never blocks). For a queue with a backlog."""
-        s = self.settings
         calls = []
         for queue in queues:
             q = self.keys.queue(queue)
-            args = [GROUP, consumer, s.max_deliveries, int(s.dead_ttl * 1000)]
-            args += [q.finished, count, queue, q.base]
-            calls.append((self._scripts["fetch"], [q.stream, q.dead, q.stats], args))
+            keys, args = self._start_shared(q, consumer)
+            args += [count, queue, q.base]
+            calls.append((self._scripts["fetch"], keys, args))
         with mapped_errors("fetch"):
             replies = await _scripts.call_many(self.client, self._scripts, calls)
         out: list[tuple[Entry, StartResult]] = []
