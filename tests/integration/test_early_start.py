@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from stackshift import JobContext, Stackshift
+from stackshift.queue import RunHandle
+from stackshift.store import Entry, Lease, StartResult
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
 
@@ -40,25 +42,35 @@ async def test_a_queued_run_shows_its_job_payload_and_creation_time(
     assert done.created_at == queued.created_at
 
 
-async def test_writes_of_an_early_started_run_wait_for_its_start(
+async def read_and_start_early(
     app: Stackshift,
-) -> None:
+) -> tuple[RunHandle, Entry, StartResult, Lease]:
+    """Enqueue a run on queue ``early``, read its entry as worker ``w1`` and
+    start it from the entry (no start.lua yet)."""
     store = app.store
     await store.ensure_group("early")
     handle = await app.queue("early").enqueue("job", {"n": 1})
     (entry,) = await store.read_many(["early"], "w1", 10, 100)
     early = store.early_start(entry, "w1")
     assert early is not None and early.lease is not None
+    return handle, entry, early, early.lease
+
+
+async def test_writes_of_an_early_started_run_wait_for_its_start(
+    app: Stackshift,
+) -> None:
+    store = app.store
+    handle, entry, early, lease = await read_and_start_early(app)
     assert early.run["payload"] == b'{"n":1}' and early.run["job"] == b"job"
 
     # The run finishes before its start is confirmed: the write must wait.
-    completing = asyncio.ensure_future(store.complete(early.lease, b'"done"'))
+    completing = asyncio.ensure_future(store.complete(lease, b'"done"'))
     # Given time to land, it does not: it waits (bounded, to see a non-event).
     done, _ = await asyncio.wait({completing}, timeout=0.3)
     assert not done
     (started,) = await store.start_many([entry], "w1")
     assert started.outcome == "ok"
-    store.confirm(early.lease, True)
+    store.confirm(lease, True)
     assert await asyncio.wait_for(completing, 5) is True
 
     run = await app.get_run(handle.run_id)
@@ -72,13 +84,9 @@ async def test_an_early_started_run_that_may_not_run_writes_nothing(
     app: Stackshift,
 ) -> None:
     store = app.store
-    await store.ensure_group("early")
-    handle = await app.queue("early").enqueue("job", {"n": 1})
-    (entry,) = await store.read_many(["early"], "w1", 10, 100)
-    early = store.early_start(entry, "w1")
-    assert early is not None and early.lease is not None
-    completing = asyncio.ensure_future(store.complete(early.lease, b'"done"'))
-    store.confirm(early.lease, False)
+    handle, _entry, _early, lease = await read_and_start_early(app)
+    completing = asyncio.ensure_future(store.complete(lease, b'"done"'))
+    store.confirm(lease, False)
     assert await asyncio.wait_for(completing, 5) is False
     run = await app.get_run(handle.run_id)
     assert run is not None and run.status == "queued" and run.result is None
