@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -200,29 +200,34 @@ def _timeout(n: int) -> float:
 # --- workloads ----------------------------------------------------------------
 
 
-async def w1(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
-    """Enqueue N jobs awaited one at a time."""
-    n = int(p["n"])
+async def _timed_enqueue(
+    a: Adapter, n: int, enqueue: Callable[[], Awaitable[None]]
+) -> dict[str, Any]:
+    """Time ``enqueue`` (which enqueues ``n`` jobs), then check exactly n are queued."""
     began = time.perf_counter()
-    for _ in range(n):
-        await a.enqueue(0.0)
+    await enqueue()
     elapsed = time.perf_counter() - began
     queued = await a.queued()
     if queued != n:
         raise CellError(f"{queued} runs queued, expected exactly {n}")
     return {"jobs_per_s": n / elapsed, "n": n, "checked": queued}
+
+
+async def w1(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """Enqueue N jobs awaited one at a time."""
+    n = int(p["n"])
+
+    async def one_at_a_time() -> None:
+        for _ in range(n):
+            await a.enqueue(0.0)
+
+    return await _timed_enqueue(a, n, one_at_a_time)
 
 
 async def w1b(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
     """Enqueue N jobs in bulk."""
     n = int(p["n"])
-    began = time.perf_counter()
-    await a.enqueue_many(n)
-    elapsed = time.perf_counter() - began
-    queued = await a.queued()
-    if queued != n:
-        raise CellError(f"{queued} runs queued, expected exactly {n}")
-    return {"jobs_per_s": n / elapsed, "n": n, "checked": queued}
+    return await _timed_enqueue(a, n, lambda: a.enqueue_many(n))
 
 
 async def drain(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
