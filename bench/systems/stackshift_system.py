@@ -74,10 +74,13 @@ class StackshiftAdapter(driver.Adapter):
         ]
 
     def versions(self) -> dict[str, str]:
-        return {
-            name: metadata.version(name)
-            for name in ("stackshift", "redis", "hiredis", "msgspec", "anyio")
-        } | {"python": sys.version.split()[0]}
+        found = {}
+        for name in ("stackshift", "redis", "hiredis", "msgspec", "anyio", "uvloop"):
+            try:
+                found[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:  # uvloop is optional
+                found[name] = "not installed"
+        return found | {"python": sys.version.split()[0]}
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ FAST_SEND_BYTES = 16 * 1024
 
 
 class _UntimedSmallSends:
-    """Sends small commands without redis-py's ``asyncio.wait_for``.
+    """Sends small commands without redis-py's ``asyncio.wait_for``; maps
+    uvloop's closed-transport error to a connection error.
 
     With a socket timeout set, redis-py wraps every send in ``wait_for``, which
     on Python 3.11 makes a task per command: ~15-20 µs of CPU and an event loop
@@ -38,6 +39,11 @@ class _UntimedSmallSends:
     previous reply has been read. The read that follows keeps its timeout, and
     notices a dead peer as before. Connecting, health checks and large sends
     (pipelines) keep the timed path.
+
+    Under uvloop, a write on a connection the peer has reset raises
+    ``RuntimeError`` ("the handler is closed"), which redis-py neither maps nor
+    retries: it escaped the fetch loop and killed the worker. It is a dropped
+    connection, so it becomes one (retried like any other).
     """
 
     socket_timeout: float | None
@@ -45,6 +51,15 @@ class _UntimedSmallSends:
     async def send_packed_command(
         self, command: Any, check_health: bool = True
     ) -> None:
+        try:
+            await self._send_mapped(command, check_health)
+        except RuntimeError as exc:
+            if "closed" not in str(exc):
+                raise
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise RedisConnectionError(f"connection closed by peer: {exc}") from exc
+
+    async def _send_mapped(self, command: Any, check_health: bool) -> None:
         send = super().send_packed_command  # type: ignore[misc]
         size = (
             len(command)

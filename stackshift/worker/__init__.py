@@ -135,6 +135,7 @@ class Worker:
             concurrency=self.concurrency,
             lease_timeout=self.lease_timeout,
             jobs=self.app.registry.names(),
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         async with anyio.create_task_group() as runs:
             runs.start_soon(self._leases.run)

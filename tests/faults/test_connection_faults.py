@@ -227,7 +227,9 @@ def test_redis_unreachable_for_10_s_workers_back_off_and_recover(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_worker_survives_its_connections_being_reset(
+    loop: str,
     durable_redis: RedisServer,
     proxy_factory: Callable[[int], FaultProxy],
     procs_factory: Callable[..., Processes],
@@ -239,8 +241,11 @@ def test_worker_survives_its_connections_being_reset(
     crashes, or a middlebox drops them) stays up and runs the next run."""
     proxy = proxy_factory(durable_redis.port)
     procs = procs_factory(proxy.url)
-    worker = procs.worker(lease=LEASE, concurrency=2)
-    wait_for(lambda: worker.events("worker_started"), timeout=30, message="worker")
+    worker = procs.worker(lease=LEASE, concurrency=2, loop=loop)
+    started = wait_for(
+        lambda: worker.events("worker_started"), timeout=30, message="worker"
+    )
+    assert started[0]["event_loop"] == loop
     # Connections are accepted, then reset (as a middlebox or a dying Redis
     # would), in bursts, for 8 s or until the worker dies.
     end = time.monotonic() + 8.0

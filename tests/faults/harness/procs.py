@@ -101,6 +101,7 @@ class Processes:
         lease: float = 2.0,
         grace: float = 2.0,
         burst: bool = False,
+        loop: str = "auto",
         env: dict[str, str] | None = None,
     ) -> Proc:
         name = f"w{len(self.all)}"
@@ -108,6 +109,7 @@ class Processes:
             str(STACKSHIFT), "worker", APP, "--queue", queue,
             "--concurrency", str(concurrency), "--lease-timeout", str(lease),
             "--grace-period", str(grace), "--name", name, "--log-format", "json",
+            "--loop", loop,
         ]  # fmt: skip
         if burst:
             argv.append("--burst")
