@@ -95,7 +95,7 @@ class Worker:
         self._slots = Slots(concurrency)
         self._leases = LeaseKeeper(store, self.consumer, lease_timeout)
         self._scheduler = Scheduler(store, self.queues)
-        self._runner = Runner(app, self._leases, self._scheduler.poke)
+        self._runner = Runner(app, self._leases, self._slots, self._scheduler.poke)
         self._dispatcher = Dispatcher(store, self.consumer, self._slots, self._spawn)
         self._stop = asyncio.Event()
         self._run_tasks: set[asyncio.Task[None]] = set()
@@ -176,7 +176,8 @@ class Worker:
 
     def _spawn(self, started: StartResult) -> None:
         # A plain asyncio task per run (cheaper than an anyio task-group child);
-        # the worker tracks them, and waits for them at shutdown via its slots.
+        # the worker tracks them, and waits for them at shutdown via its slots
+        # (the runner gives each run's slot back).
         task = asyncio.get_running_loop().create_task(self._run_one(started))
         self._run_tasks.add(task)
         task.add_done_callback(self._run_tasks.discard)
@@ -188,8 +189,6 @@ class Worker:
             log.exception(
                 "runner_failed", run_id=started.lease and started.lease.run_id
             )
-        finally:
-            self._slots.give(1)
 
     async def _drain(self) -> None:
         """Let in-flight runs finish within the grace period, then hand them back."""

@@ -53,7 +53,7 @@ class Reclaimer:
         return claimed
 
     async def reclaim(self, queue: str) -> int:
-        free = self._slots.free
+        free = self._slots.available
         if free <= 0:
             return 0
         count = min(free, MAX_BATCH)

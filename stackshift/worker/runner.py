@@ -23,6 +23,7 @@ from ..registry import JobSpec
 from ..serialization import ErrorInfo, decode, encode
 from ..store import Lease, StartResult, Store
 from .lease import Inflight, LeaseKeeper
+from .slots import Slots
 
 if TYPE_CHECKING:
     from ..app import Stackshift
@@ -67,22 +68,41 @@ def _error(exc: BaseException, attempt: int) -> ErrorInfo:
 
 class Runner:
     def __init__(
-        self, app: Stackshift, leases: LeaseKeeper, on_retry_scheduled: Any
+        self,
+        app: Stackshift,
+        leases: LeaseKeeper,
+        slots: Slots,
+        on_retry_scheduled: Any,
     ) -> None:
         self._app = app
         self._store: Store = app.store
         self._leases = leases
+        self._slots = slots
         self._on_retry_scheduled = on_retry_scheduled
 
     async def run(self, started: StartResult) -> None:
-        """Run one attempt and record how it ended."""
+        """Run one attempt and record how it ended. Gives the run's slot back
+        when the handler returns (the next run overlaps this one's write), or
+        at the end if it never got that far."""
         lease = started.lease
         assert lease is not None
+        inflight = self._leases.track(lease)
+        try:
+            await self._run(started, lease, inflight)
+        finally:
+            self._leases.untrack(inflight)
+            if inflight.finishing:
+                self._slots.finished()
+            else:
+                self._slots.give(1)
+
+    async def _run(
+        self, started: StartResult, lease: Lease, inflight: Inflight
+    ) -> None:
         fields = started.run
         job = fields.get("job", b"").decode()
         attempt = int(fields.get("attempt", b"1"))
         correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
-        inflight = self._leases.track(lease)
         if lease.ready is not None:  # started early: stop if start.lua says no
             lease.ready.add_done_callback(
                 lambda ready: (
@@ -102,18 +122,13 @@ class Runner:
             attempt=attempt,
             correlation_id=correlation_id,
         )
-        try:
-            outcome = await self._attempt(
-                job, attempt, correlation_id, started, inflight
-            )
-            ended = await self._finish_uncancellable(inflight, outcome, job, fields)
-            log.info(
-                "run_finished",
-                outcome=ended,
-                duration_ms=round((time.monotonic() - began) * 1000, 1),
-            )
-        finally:
-            self._leases.untrack(inflight)
+        outcome = await self._attempt(job, attempt, correlation_id, started, inflight)
+        ended = await self._finish_uncancellable(inflight, outcome, job, fields)
+        log.info(
+            "run_finished",
+            outcome=ended,
+            duration_ms=round((time.monotonic() - began) * 1000, 1),
+        )
 
     async def _attempt(
         self,
@@ -158,8 +173,10 @@ class Runner:
     ) -> str:
         """Write the outcome. From here on, stops (lease lost, shutdown) no longer
         cancel this run (``Inflight.finishing``): the write is not cut short.
-        (No task of its own for it: that cost a task and a shield per run.)"""
+        (No task of its own for it: that cost a task and a shield per run.)
+        The handler's slot is free from here on."""
         inflight.finishing = True
+        self._slots.handler_done()
         return await self._finish(inflight.lease, outcome, job, fields)
 
     def _context(

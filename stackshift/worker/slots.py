@@ -15,19 +15,33 @@ FILL_WAIT_SECONDS = 0.002
 
 
 class Slots:
-    """``concurrency`` slots; fetching waits for free ones and takes as many
-    entries as there are free slots, so nothing is fetched ahead to age."""
+    """``concurrency`` slots, one per running handler; fetching waits for free
+    ones and takes as many entries as there are free slots, so nothing is
+    fetched ahead to age.
+
+    A run gives its slot back when its handler returns (``handler_done``), not
+    when its outcome is written: the write (one batched round trip) overlaps
+    with the next run instead of idling the slot. A worker holds at most twice
+    ``concurrency`` runs (handlers running, outcomes being written); past that,
+    fetching waits for writes to finish (``finished``).
+    """
 
     def __init__(self, concurrency: int) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.total = concurrency
         self.free = concurrency
+        self.finishing = 0  # handlers returned, outcomes being written
         self._freed = asyncio.Event()
+
+    @property
+    def available(self) -> int:
+        """Slots that may be filled now."""
+        return max(0, min(self.free, 2 * self.total - self.busy))
 
     async def wait_free(self) -> int:
         """Wait for a free slot; while runs are in flight, for a batch's worth."""
-        while self.free <= 0:
+        while self.available <= 0:
             await self._freed.wait()
         batch = max(1, int(self.total * FILL_FRACTION))
         if self.free < batch:  # runs are in flight: let a few more finish
@@ -37,7 +51,7 @@ class Slots:
                         await self._freed.wait()
             except TimeoutError:
                 pass
-        return self.free
+        return self.available
 
     def take(self, n: int) -> None:
         self.free -= n
@@ -45,13 +59,27 @@ class Slots:
     def give(self, n: int = 1) -> None:
         self.free += n
         if n > 0:
-            self._freed.set()
-            self._freed = asyncio.Event()
+            self._notify()
+
+    def handler_done(self) -> None:
+        """A run's handler returned: its slot is free while its outcome is written."""
+        self.finishing += 1
+        self.give(1)
+
+    def finished(self) -> None:
+        """The outcome of a run that called ``handler_done`` is written."""
+        self.finishing -= 1
+        self._notify()
+
+    def _notify(self) -> None:
+        self._freed.set()
+        self._freed = asyncio.Event()
 
     @property
     def busy(self) -> int:
-        return self.total - self.free
+        """Runs in this worker: running handlers and outcomes being written."""
+        return self.total - self.free + self.finishing
 
     async def wait_idle(self) -> None:
-        while self.free < self.total:
+        while self.busy:
             await self._freed.wait()

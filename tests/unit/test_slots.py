@@ -39,3 +39,34 @@ async def test_one_slot_reads_as_soon_as_it_is_free() -> None:
     waiter = asyncio.ensure_future(slots.wait_free())
     slots.give(1)
     assert await asyncio.wait_for(waiter, 1) == 1
+
+
+async def test_a_run_writing_its_outcome_frees_its_slot_for_the_next() -> None:
+    slots = Slots(1)
+    slots.take(1)
+    slots.handler_done()  # the handler returned; its outcome is being written
+    assert await asyncio.wait_for(slots.wait_free(), 1) == 1
+    assert slots.busy == 1  # still in the worker until the write is done
+    slots.finished()
+    assert slots.busy == 0
+
+
+async def test_a_worker_holds_at_most_twice_its_concurrency_in_runs() -> None:
+    slots = Slots(2)
+    slots.take(2)
+    slots.handler_done()
+    slots.handler_done()  # two writes in flight: two more handlers may run
+    assert await asyncio.wait_for(slots.wait_free(), 1) == 2
+    slots.take(2)
+    slots.handler_done()
+    slots.handler_done()  # four writes in flight, two free slots
+    assert slots.free == 2
+    assert slots.available == 0  # a fifth run would exceed twice the concurrency
+    waiter = asyncio.ensure_future(slots.wait_free())
+    await asyncio.sleep(0)  # sync-ok: let the waiter reach its wait
+    assert not waiter.done()
+    slots.finished()
+    assert await asyncio.wait_for(waiter, 1) == 1
+    for _ in range(3):
+        slots.finished()
+    await asyncio.wait_for(slots.wait_idle(), 1)
