@@ -23,7 +23,7 @@ from ..errors import ConfigError, StoreError
 from ..store import StartResult
 from ..store.keys import check_name
 from .dispatch import Dispatcher, Intake
-from .fetch import Fetcher
+from .fetch import BLOCK_MS, BURST_BLOCK_MS, Fetcher
 from .health import HealthReporter
 from .lease import LeaseKeeper
 from .reclaim import Reclaimer
@@ -151,7 +151,11 @@ class Worker:
                 )
                 reclaimer = Reclaimer(intake, self.lease_timeout)
                 fetcher = Fetcher(
-                    intake, reclaimer, self._queues_drained, self._redis_run_id
+                    intake,
+                    reclaimer,
+                    self._queues_drained,
+                    self._redis_run_id,
+                    block_ms=BURST_BLOCK_MS if self.burst else BLOCK_MS,
                 )
                 loops.start_soon(self._until_done, fetcher.run)
                 loops.start_soon(self._scheduler.run)

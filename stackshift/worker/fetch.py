@@ -17,6 +17,9 @@ from .reclaim import Reclaimer
 log = structlog.get_logger("stackshift.worker")
 
 BLOCK_MS = 2000
+# A burst worker checks whether it is done after every empty read: a short
+# block lets it exit soon after its last run (not up to BLOCK_MS later).
+BURST_BLOCK_MS = 100
 MEMORY_POLL_SECONDS = 0.005  # memory:// cannot block on a read: poll instead
 
 
@@ -30,6 +33,8 @@ class Fetcher:
         reclaimer: Reclaimer,
         on_empty: Callable[[], Awaitable[bool]],
         redis_run_id: str,
+        *,
+        block_ms: int = BLOCK_MS,
     ) -> None:
         self._store = intake.store
         self._consumer = intake.consumer
@@ -38,6 +43,7 @@ class Fetcher:
         self._dispatcher = intake.dispatcher
         self._reclaimer = reclaimer
         self._on_empty = on_empty
+        self._block_ms = block_ms
         # The server's run_id when the worker started: a new one means a restart.
         self._redis_run_id = redis_run_id
 
@@ -53,7 +59,8 @@ class Fetcher:
                 continue
             # Block no longer than until the next reclaim is due.
             block_ms = max(
-                1, min(BLOCK_MS, int(self._reclaimer.seconds_until_due() * 1000))
+                1,
+                min(self._block_ms, int(self._reclaimer.seconds_until_due() * 1000)),
             )
             # XREADGROUP's COUNT applies per stream: share the free slots.
             count = max(1, min(MAX_BATCH, free // len(self._queues)))

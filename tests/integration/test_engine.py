@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from stackshift import (
     PayloadError,
     Stackshift,
 )
+from stackshift.worker.fetch import BLOCK_MS
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
 
@@ -524,6 +526,22 @@ async def test_a_burst_worker_stops_once_its_queues_are_empty(app: Stackshift) -
     worker = app.worker(["default"], burst=True, concurrency=5)
     await asyncio.wait_for(worker.run(), timeout=20)  # returns by itself
     assert calls["quick"] == 21
+
+
+async def test_a_burst_worker_exits_soon_after_its_last_run(app: Stackshift) -> None:
+    # Not a speed test: a burst worker used to block on its read for another
+    # 2 s (BLOCK_MS) after the queue ran dry before it noticed.
+    finished: list[float] = []
+
+    @app.job("last")
+    async def last(ctx: JobContext[Any]) -> None:
+        finished.append(time.monotonic())
+
+    await app.queue().enqueue("last")
+    worker = app.worker(["default"], burst=True)
+    await asyncio.wait_for(worker.run(), timeout=20)
+    assert len(finished) == 1
+    assert time.monotonic() - finished[0] < BLOCK_MS / 1000 * 0.75
 
 
 async def test_stop_lets_in_flight_runs_finish_within_the_grace_period(
