@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from stackshift import Stackshift
+from stackshift.store.memory import reset_memory
 from tests.support.redis_server import RedisServer, redis_server_factory  # noqa: F401
 
 REDIS_URL = os.environ.get("STACKSHIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -44,3 +45,16 @@ async def app(redis_url: str, prefix: str) -> AsyncIterator[Stackshift]:
     """An app on the real Redis, under this test's own prefix."""
     async with Stackshift(redis_url, prefix=prefix) as application:
         yield application
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def any_app(
+    request: pytest.FixtureRequest, app: Stackshift
+) -> AsyncIterator[Stackshift]:
+    """The same engine on a real Redis and on memory:// (fakeredis)."""
+    if request.param == "redis":
+        yield app
+        return
+    reset_memory("any-app")
+    async with Stackshift("memory://any-app") as memory_app:
+        yield memory_app

@@ -70,9 +70,9 @@ class Store(StartingStore):
             int(self.settings.idempotency_ttl * 1000),
             first.delay_ms,
             first.run_at_ms,
+            q.base,
         ]
         for req in reqs:
-            keys.append(q.run(req.run_id))
             args += [req.run_id, req.payload]
         return self._scripts["enqueue"], keys, args
 
@@ -120,7 +120,10 @@ class Store(StartingStore):
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(q.run(run_id))
             pipe.hgetall(q.steps(run_id))
-            run, steps = await pipe.execute()
+            pipe.hget(*q.queued_index(run_id))
+            run, steps, indexed = await pipe.execute()
+        if not run and indexed:  # queued, no record until it starts
+            run = {b"status": b"queued", b"entry": indexed}
         if not run:
             return None
         fields = {as_str(k): as_str(v) for k, v in run.items()}
@@ -135,6 +138,8 @@ class Store(StartingStore):
             )
             fields["job"] = carried.get("j", "")
             fields["payload"] = carried.get("p", "null")
+            if "c" in carried:
+                fields.setdefault("correlation_id", carried["c"])
             fields["created_at"] = fields["entry"].partition("-")[0]
         return run_info_from_hash(
             run_id, queue, fields, {as_str(k): as_str(v) for k, v in steps.items()}
@@ -144,9 +149,12 @@ class Store(StartingStore):
         """(status, result JSON, error JSON) of a run; status '' if unknown."""
         q = self.keys.queue(queue_of_run(run_id))
         with mapped_errors("run_outcome"):
-            status, result, error = await self.client.hmget(
-                q.run(run_id), "status", "result", "error"
-            )
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(q.run(run_id), "status", "result", "error")
+            pipe.hexists(*q.queued_index(run_id))
+            (status, result, error), indexed = await pipe.execute()
+        if not status and indexed:
+            return "queued", None, None
         return (as_str(status) if status else ""), result, error
 
     async def redrive(self, run_id: str) -> tuple[str, str]:
@@ -290,7 +298,14 @@ class Store(StartingStore):
         reply = await self._call(
             "release",
             [q.stream, q.run(lease.run_id)],
-            [GROUP, lease.consumer, lease.entry_id, lease.deliveries, lease.run_id],
+            [
+                GROUP,
+                lease.consumer,
+                lease.entry_id,
+                lease.deliveries,
+                lease.run_id,
+                q.base,
+            ],
         )
         return as_str(reply[0]) == "ok"
 

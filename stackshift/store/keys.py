@@ -5,7 +5,8 @@ mirrors this module):
 
 - Per queue, all in hash slot ``{<queue>}`` so one script can touch them all on
   Redis Cluster: ``P{q}:stream``, ``P{q}:delayed``, ``P{q}:dead``, ``P{q}:stats``,
-  ``P{q}:run:<run_id>``, ``P{q}:steps:<run_id>``, ``P{q}:idem:<key>``, and the
+  ``P{q}:run:<run_id>``, ``P{q}:steps:<run_id>``, ``P{q}:idem:<key>``,
+  ``P{q}:queued:<ms>`` (where queued runs without a record are), and the
   pub/sub channel ``P{q}:finished``.
 - Per counter, in its own slot: ``P{c:<key>}`` and ``P{c:<key>}:seen:<run_id>``.
 
@@ -131,6 +132,12 @@ class QueueKeys:
 
     def steps(self, run_id: str) -> str:
         return f"{self._base}steps:{run_id}"
+
+    def queued_index(self, run_id: str) -> tuple[str, str]:
+        """(bucket key, field) indexing a queued run that has no record yet: a
+        hash per millisecond of run ids (an id's first 10 characters are its
+        time), field = the rest of the id's 26 characters (_prelude.lua)."""
+        return f"{self._base}queued:{run_id[:10]}", run_id[10:26]
 
     def idem(self, idempotency_key: str) -> str:
         return self._base + "idem:" + key_part(idempotency_key, "idempotency key")

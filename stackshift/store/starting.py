@@ -68,6 +68,7 @@ class StartingStore(StoreBase):
             s.max_deliveries,
             int(s.dead_ttl * 1000),
             q.finished,
+            q.base,
         ]
         return keys, args
 
@@ -121,7 +122,7 @@ class StartingStore(StoreBase):
         for queue in queues:
             q = self.keys.queue(queue)
             keys, args = self._start_shared(q, consumer)
-            args += [count, queue, q.base]
+            args += [count, queue]
             calls.append((self._scripts["fetch"], keys, args))
         with mapped_errors("fetch"):
             replies = await _scripts.call_many(self.client, self._scripts, calls)

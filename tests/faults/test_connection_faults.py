@@ -19,7 +19,7 @@ from tests.support.redis_server import RedisServer
 
 from .harness.apps import COUNTER
 from .harness.chaos import Chaos
-from .harness.checker import Expectations
+from .harness.checker import Expectations, run_states
 from .harness.ledger import Ledger
 from .harness.procs import Processes, read_acked, wait_for
 from .harness.proxy import FaultProxy
@@ -64,7 +64,7 @@ def test_enqueue_reply_lost_makes_one_run(
     assert len(set(ids)) == 1
     assert client.xlen(q + "stream") == 1
     assert client.hget(q + "stats", "enqueued") == b"1"
-    assert client.hget(q + "run:" + ids[0], "status") == b"queued"
+    assert run_states(client, fault_prefix, "faults", ids[:1]) == {ids[0]: "queued"}
     report_figures("enqueue_reply_lost", {"key": key, "faults": rule.fired, "runs": 1})
 
 

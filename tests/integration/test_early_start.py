@@ -118,7 +118,9 @@ async def test_a_run_whose_record_vanished_is_buried_not_run_to_a_record(
         return "should not be recorded"
 
     handle = await app.queue().enqueue("orphan", {})
-    await app.store.client.delete(app.store.keys.queue("default").run(handle.run_id))
+    # A queued run has no record yet, only its place in the queue's index.
+    q = app.store.keys.queue("default")
+    assert await app.store.client.hdel(*q.queued_index(handle.run_id)) == 1
     async with running_worker(app):
         await wait_until(lambda: app.dead_letters("default"), message="a dead letter")
     (buried,) = await app.dead_letters("default")

@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
-import pytest
-
 from stackshift import JobContext, Stackshift
-from stackshift.store.memory import reset_memory
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def any_app(request: Any, app: Stackshift) -> AsyncIterator[Stackshift]:
-    """The same engine on a real Redis and on memory:// (fakeredis)."""
-    if request.param == "redis":
-        yield app
-        return
-    reset_memory("fetch-test")
-    async with Stackshift("memory://fetch-test") as memory_app:
-        yield memory_app
 
 
 async def test_a_batch_is_read_and_started_in_one_call(any_app: Stackshift) -> None:

@@ -18,3 +18,11 @@ local function owns(stream, group, entry, consumer, deliveries)
   end
   return deliveries == '-1' or tonumber(p[1][4]) == tonumber(deliveries)
 end
+
+-- Where a queued run that has no record yet is indexed (keys.py's
+-- QueueKeys.queued_index): a hash per millisecond of run ids (the first 10
+-- characters of a run id are its time), field = the rest of the id's 26
+-- characters, value = its stream entry id. Small hashes are stored compactly.
+local function queued_index(base, run_id)
+  return base .. 'queued:' .. string.sub(run_id, 1, 10), string.sub(run_id, 11, 26)
+end

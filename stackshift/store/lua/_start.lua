@@ -2,14 +2,15 @@
 -- start.lua (entries already read) and fetch.lua (read and start in one call).
 -- Both scripts take KEYS[1] stream  KEYS[2] dead zset  KEYS[3] stats hash and
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] max deliveries  ARGV[4] dead-letter
--- TTL ms  ARGV[5] finished channel. Returns, for one entry, one of:
+-- TTL ms  ARGV[5] finished channel  ARGV[6] key base ('<prefix>{<queue>}:').
+-- Returns, for one entry, one of:
 --   {'lost'}                          the entry is not (or no longer) ours
 --   {'gone', deliveries}              no run record: the caller buries the entry
 --   {'done', status}                  the run already finished; entry removed
 --   {'dead'}                          poison (delivered too often): dead-lettered
 --   {'ok', deliveries, run fields a runner needs (flat), steps (flat)}
 local stream, dead, stats = KEYS[1], KEYS[2], KEYS[3]
-local group, consumer = ARGV[1], ARGV[2]
+local group, consumer, base = ARGV[1], ARGV[2], ARGV[6]
 local now = now_ms()
 
 -- carried: the entry's fields (flat) when the caller has already read them
@@ -21,25 +22,34 @@ local function start(run, steps, entry, run_id, carried)
   end
   local deliveries = tonumber(p[1][4])
   if redis.call('EXISTS', run) == 0 then
-    return {'gone', deliveries}
+    -- No record: a run enqueued to run now is only indexed until it starts.
+    local bucket, field = queued_index(base, run_id)
+    if redis.call('HGET', bucket, field) ~= entry then
+      return {'gone', deliveries}
+    end
+    redis.call('HDEL', bucket, field)
+    redis.call('HSET', run, 'status', 'queued')
   end
   if redis.call('HEXISTS', run, 'job') == 0 then
     -- First start of a run whose entry carries it (enqueue.lua): the record
-    -- takes job and payload over, as it outlives the entry.
+    -- takes job, payload and correlation id over, as it outlives the entry.
     local f = carried
     if not f then
       local found = redis.call('XRANGE', stream, entry, entry)
       f = found[1] and found[1][2] or {}
     end
-    local job, payload
+    local job, payload, correlation
     for i = 1, #f - 1, 2 do
-      if f[i] == 'j' then job = f[i + 1] elseif f[i] == 'p' then payload = f[i + 1] end
+      if f[i] == 'j' then job = f[i + 1]
+      elseif f[i] == 'p' then payload = f[i + 1]
+      elseif f[i] == 'c' then correlation = f[i + 1] end
     end
     if not job or not payload then
       return {'gone', deliveries}
     end
     redis.call('HSET', run, 'job', job, 'payload', payload,
       'created_at', tonumber(string.match(entry, '^%d+')))
+    if correlation then redis.call('HSET', run, 'correlation_id', correlation) end
   end
   local status = redis.call('HGET', run, 'status')
   if status == 'completed' or status == 'failed' then

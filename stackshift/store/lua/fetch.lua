@@ -5,20 +5,20 @@
 -- cannot block). _start.lua, prepended, starts one entry.
 -- KEYS[1] stream  KEYS[2] dead zset  KEYS[3] stats hash      (slot {<queue>})
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] max deliveries  ARGV[4] dead-letter TTL ms
--- ARGV[5] finished channel  ARGV[6] count  ARGV[7] queue  ARGV[8] key base
--- ('<prefix>{<queue>}:', the prefix of KEYS[1]; run and step keys are built
--- from it and the run id, so they share the queue's hash slot).
+-- ARGV[5] finished channel  ARGV[6] key base ('<prefix>{<queue>}:', the prefix
+-- of KEYS[1]; run and step keys are built from it and the run id, so they share
+-- the queue's hash slot)  ARGV[7] count  ARGV[8] queue.
 -- Returns, per entry read: {entry id, entry fields (flat), start() reply}; an
 -- entry without a valid run id of this queue gets {'gone', 1} for the caller
 -- to bury.
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer,
-  'COUNT', ARGV[6], 'STREAMS', stream, '>')
+  'COUNT', ARGV[7], 'STREAMS', stream, '>')
 if not read or not read[1] then  -- nil from Redis, {} from fakeredis
   return {}
 end
 -- Redis: {{stream, entries}}; fakeredis (memory://): {stream, entries}.
 local entries = type(read[1]) == 'table' and read[1][2] or read[2]
-local queue, base = ARGV[7], ARGV[8]
+local queue = ARGV[8]
 
 local function valid(run_id)
   -- As keys.py's run id: 26 Crockford base32 characters, '.', the queue.

@@ -76,12 +76,20 @@ def _s(v: Any) -> str:
 def run_states(
     client: redis.Redis, prefix: str, queue: str, runs: Iterable[str]
 ) -> dict[str, str]:
-    """status of each run ('' if its record does not exist)."""
+    """status of each run ('' if it has neither a record nor a place in the
+    queue's index of runs queued without a record: keys.py, queued_index)."""
     ids = list(runs)
+    q = f"{prefix}{{{queue}}}:"
     pipe = client.pipeline(transaction=False)
     for run_id in ids:
-        pipe.hget(f"{prefix}{{{queue}}}:run:{run_id}", "status")
-    return {r: _s(s) if s else "" for r, s in zip(ids, pipe.execute(), strict=True)}
+        pipe.hget(f"{q}run:{run_id}", "status")
+        pipe.hexists(f"{q}queued:{run_id[:10]}", run_id[10:26])
+    replies = pipe.execute()
+    states = {}
+    for i, run_id in enumerate(ids):
+        status, indexed = replies[2 * i], replies[2 * i + 1]
+        states[run_id] = _s(status) if status else ("queued" if indexed else "")
+    return states
 
 
 def all_finished(
