@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "-c",
         type=int,
         default=DEFAULT_CONCURRENCY,
-        help="runs executed at once",
+        help="handlers running at once",
     )
     w.add_argument(
         "--lease-timeout",

@@ -53,7 +53,9 @@ class Worker:
     Args:
         app: the app whose registered jobs this worker runs.
         queues: the queues to serve.
-        concurrency: runs executed at once (default 10).
+        concurrency: handlers running at once (default 10). A run whose
+            handler has returned gives its slot to the next while its outcome
+            is written; at most as many writes again are in flight.
         lease_timeout: seconds after which a silent worker's runs are taken over
             by others (default 30); leases are renewed every third of it.
         grace_period: on stop, seconds in-flight runs get to finish before they
