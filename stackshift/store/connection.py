@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command as hiredis_pack
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ConfigError
@@ -30,7 +32,8 @@ FAST_SEND_BYTES = 16 * 1024
 
 class _UntimedSmallSends:
     """Sends small commands without redis-py's ``asyncio.wait_for``; maps
-    uvloop's closed-transport error to a connection error.
+    uvloop's closed-transport error to a connection error; packs commands with
+    hiredis.
 
     With a socket timeout set, redis-py wraps every send in ``wait_for``, which
     on Python 3.11 makes a task per command: ~15-20 µs of CPU and an event loop
@@ -47,6 +50,21 @@ class _UntimedSmallSends:
     """
 
     socket_timeout: float | None
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """One command in RESP, packed by hiredis (as redis-py's sync client
+        does): redis-py's asyncio client packs argument by argument in Python,
+        ~10 µs of CPU per enqueue. Pipelines pack through this too."""
+        # As redis-py: a command name of several words ("CLIENT SETINFO") is
+        # sent as separate arguments.
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis_pack(args)]
+        except TypeError as exc:  # None, bool, ...: as redis-py's encoder says
+            raise DataError(str(exc)) from exc
 
     async def send_packed_command(
         self, command: Any, check_health: bool = True
