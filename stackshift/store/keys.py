@@ -17,7 +17,6 @@ kept inside the value for display.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
@@ -32,7 +31,6 @@ MAX_FREE_TEXT = 1024
 GROUP = "stackshift"  # the consumer group of every queue stream
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_TO_CROCKFORD = str.maketrans("0123456789ABCDEFGHIJKLMNOPQRSTUV", _CROCKFORD)
 _RUN_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\.([A-Za-z0-9_.-]{1,64})$")
 
 
@@ -65,6 +63,18 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+# Two Crockford characters per 10 bits: the 16 random characters of an id are
+# 8 lookups (base64.b32hexencode, then translating its alphabet, took 3 µs).
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+
+
+def _encode_pairs(value: int, pairs: int) -> str:
+    """The lowest ``10 * pairs`` bits of ``value`` as Crockford base32."""
+    return "".join(
+        [_PAIRS[(value >> shift) & 1023] for shift in range(10 * (pairs - 1), -1, -10)]
+    )
+
+
 class _RunIdClock:
     """Time-sortable ids (ULID layout), monotonic within this process."""
 
@@ -72,24 +82,19 @@ class _RunIdClock:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._rand = 0
+        self._time_part = ""  # the 10 characters of _last_ms
 
     def next(self) -> str:
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms <= self._last_ms:
-                ms = self._last_ms
                 self._rand = (self._rand + 1) & ((1 << 80) - 1)
             else:
                 self._rand = int.from_bytes(os.urandom(10), "big")
-            self._last_ms = ms
-            value = (ms << 80) | self._rand
-        # 128 bits in 20 bytes: base32 gives 32 characters, the first 6 of
-        # which are the leading zero bits; the other 26 are the ULID layout.
-        return (
-            base64.b32hexencode(value.to_bytes(20, "big"))[6:]
-            .decode()
-            .translate(_TO_CROCKFORD)
-        )
+                self._last_ms = ms
+                # 48 bits of time in 10 characters (50 bits, the top 2 zero).
+                self._time_part = _encode_pairs(ms, 5)
+            return self._time_part + _encode_pairs(self._rand, 8)
 
 
 _clock = _RunIdClock()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from redis.crc import key_slot
 
@@ -57,6 +59,19 @@ def test_run_ids_sort_by_creation_and_name_their_queue() -> None:
     ids = [new_run_id("emails") for _ in range(1000)]
     assert ids == sorted(ids) and len(set(ids)) == 1000
     assert queue_of_run(ids[0]) == "emails"
+
+
+def test_a_run_id_is_a_ulid_whose_time_is_its_creation_time() -> None:
+    before = time.time_ns() // 1_000_000
+    run_id = new_run_id("emails")
+    after = time.time_ns() // 1_000_000
+    ulid = run_id.partition(".")[0]
+    digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+    value = 0
+    for char in ulid:
+        value = value * 32 + digits.index(char)
+    assert value < 1 << 128  # 26 characters, the top 2 bits zero
+    assert before <= value >> 80 <= after
 
 
 @pytest.mark.parametrize("bad", ["", "nope", "01ABC.emails", "0" * 26 + ".bad name", 5])
