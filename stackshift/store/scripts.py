@@ -15,7 +15,7 @@ import hashlib
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 SCRIPT_NAMES = (
     "bury",
@@ -102,6 +102,14 @@ async def call_many(
     """
     if not calls:
         return []
+    if len(calls) == 1:
+        # The usual case (one queue, one batch): a plain command costs less in
+        # redis-py than a pipeline (no pipeline object, no shielded reset).
+        script, keys, args = calls[0]
+        try:
+            return [await call(client, scripts, script, keys, args)]
+        except ResponseError as exc:  # an error reply, returned as a pipeline would
+            return [exc]
     results = await _pipelined(client, calls)
     # Only the NOSCRIPT ones did not run (Redis restarted): run exactly those again.
     retry_at = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
