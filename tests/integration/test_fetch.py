@@ -18,6 +18,8 @@ async def test_a_batch_is_read_and_started_in_one_call(any_app: Stackshift) -> N
         assert (
             started.run["job"] == b"job" and started.run["payload"] == b'{"n":%d}' % n
         )
+    # The payload comes back once (in the start reply), not also with the entry.
+    assert first[0][0].fields == {b"r": handles[0].run_id.encode()}
     running = await any_app.get_run(handles[0].run_id)
     assert running is not None and running.status == "running" and running.attempt == 1
 

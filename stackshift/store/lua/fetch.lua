@@ -8,9 +8,9 @@
 -- ARGV[5] finished channel  ARGV[6] key base ('<prefix>{<queue>}:', the prefix
 -- of KEYS[1]; run and step keys are built from it and the run id, so they share
 -- the queue's hash slot)  ARGV[7] count  ARGV[8] queue.
--- Returns, per entry read: {entry id, entry fields (flat), start() reply}; an
--- entry without a valid run id of this queue gets {'gone', 1} for the caller
--- to bury.
+-- Returns, per entry read: {entry id, entry fields (flat; for an entry that is
+-- not 'gone', only its run id), start() reply}; an entry without a valid run id
+-- of this queue gets {'gone', 1} for the caller to bury.
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer,
   'COUNT', ARGV[7], 'STREAMS', stream, '>')
 if not read or not read[1] then  -- nil from Redis, {} from fakeredis
@@ -41,6 +41,9 @@ for i, e in ipairs(entries) do
   else
     reply = {'gone', 1}
   end
+  -- The entry's fields go back only for an entry to bury (they are kept in its
+  -- dead letter); a started run's job and payload are in start()'s reply already.
+  if reply[1] ~= 'gone' then fields = {'r', run_id} end
   out[i] = {entry, fields, reply}
 end
 return out
