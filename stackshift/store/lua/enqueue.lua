@@ -38,6 +38,11 @@ if tonumber(ARGV[5]) >= 0 or tonumber(ARGV[6]) >= 0 then
 end
 
 local base = ARGV[7]
+-- A run due now without an idempotency key gets no record until it starts: the
+-- queue's index says where its entry is (~35 bytes in a shared bucket instead
+-- of a ~150-byte key per run). A delayed run's record holds its payload; a
+-- keyed run's names its key.
+local recorded = due ~= nil or idem ~= ''
 local out, created = {}, 0
 for i = 1, (#ARGV - 7) / 2 do
   local run_id, payload = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
@@ -49,7 +54,6 @@ for i = 1, (#ARGV - 7) / 2 do
     -- Only what the key does not already say: the run id (and in it the queue)
     -- is the key's suffix, and a missing correlation id means the run's own
     -- id. Zero and empty fields are left out too (readers default them).
-    local recorded = true
     if due then
       redis.call('HSET', run, 'job', job, 'status', 'scheduled', 'payload', payload,
         'created_at', now, 'scheduled_for', due)
@@ -66,13 +70,10 @@ for i = 1, (#ARGV - 7) / 2 do
       else
         id = redis.call('XADD', stream, '*', 'r', run_id, 'j', job, 'p', payload)
       end
-      if idem == '' then
-        -- No record until it starts: the queue's index says where its entry is
-        -- (~35 bytes in a shared bucket instead of a ~150-byte key per run).
-        redis.call('HSET', bucket, field, id)
-        recorded = false
-      else
+      if recorded then
         redis.call('HSET', run, 'status', 'queued', 'entry', id)
+      else
+        redis.call('HSET', bucket, field, id)
       end
       out[i] = {run_id, 0, 'queued'}
     end
