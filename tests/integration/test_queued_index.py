@@ -63,6 +63,23 @@ async def test_a_repeated_enqueue_adds_nothing_before_or_after_the_start(
     assert await store.client.xlen(q.stream) == 1
 
 
+async def test_an_indexed_entry_without_its_run_is_buried_leaving_nothing_queued(
+    any_app: Stackshift,
+) -> None:
+    # Written by something other than stackshift: the index names the entry,
+    # but the entry does not carry a job and payload.
+    store, q = any_app.store, any_app.store.keys.queue("default")
+    await store.ensure_group("default")
+    run_id = new_run_id("default")
+    entry_id = await store.client.xadd(q.stream, {"r": run_id})
+    await store.client.hset(*q.queued_index(run_id), entry_id)
+    ((_entry, started),) = await store.fetch_started(["default"], "w1", 10)
+    assert started.outcome == "gone"
+    assert await store.client.exists(q.run(run_id)) == 0
+    assert await store.client.hexists(*q.queued_index(run_id)) == 0
+    assert await any_app.get_run(run_id) is None
+
+
 async def test_many_queued_runs_share_a_few_index_keys(app: Stackshift) -> None:
     handles = await app.queue().enqueue_many("job", [{"n": n} for n in range(1000)])
     prefix = app.settings.prefix

@@ -21,16 +21,17 @@ local function start(run, steps, entry, run_id, carried)
     return {'lost'}
   end
   local deliveries = tonumber(p[1][4])
-  if redis.call('EXISTS', run) == 0 then
+  local indexed = redis.call('EXISTS', run) == 0
+  if indexed then
     -- No record: a run enqueued to run now is only indexed until it starts.
     local bucket, field = queued_index(base, run_id)
     if redis.call('HGET', bucket, field) ~= entry then
       return {'gone', deliveries}
     end
+    -- Started below, or buried by the caller: queued no longer, either way.
     redis.call('HDEL', bucket, field)
-    redis.call('HSET', run, 'status', 'queued')
   end
-  if redis.call('HEXISTS', run, 'job') == 0 then
+  if indexed or redis.call('HEXISTS', run, 'job') == 0 then
     -- First start of a run whose entry carries it (enqueue.lua): the record
     -- takes job, payload and correlation id over, as it outlives the entry.
     local f = carried
@@ -45,10 +46,11 @@ local function start(run, steps, entry, run_id, carried)
       elseif f[i] == 'c' then correlation = f[i + 1] end
     end
     if not job or not payload then
-      return {'gone', deliveries}
+      return {'gone', deliveries}  -- and no record is left behind for it
     end
     redis.call('HSET', run, 'job', job, 'payload', payload,
       'created_at', tonumber(string.match(entry, '^%d+')))
+    if indexed then redis.call('HSET', run, 'status', 'queued') end
     if correlation then redis.call('HSET', run, 'correlation_id', correlation) end
   end
   local status = redis.call('HGET', run, 'status')
