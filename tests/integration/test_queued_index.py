@@ -114,3 +114,46 @@ async def test_entries_read_but_never_started_keep_their_run_when_handed_back(
         assert await keyed.result(timeout=10) is None
     assert sorted(seen) == [1, 2]
     assert await app.dead_letters("default") == []
+
+
+async def test_a_first_start_writes_the_whole_record_from_the_entry(
+    any_app: Stackshift,
+) -> None:
+    # The first start of an indexed run writes its record in one go, from the
+    # entry; both start paths (read then start, and fetch.lua) write the same.
+    store, q = any_app.store, any_app.store.keys.queue("default")
+    await store.ensure_group("default")
+    a = await any_app.queue().enqueue("job", {"n": 1}, correlation_id="web-3")
+    b = await any_app.queue().enqueue("job", {"n": 2})
+    (entry_a,) = await store.read_many(["default"], "w1", 1, 100)
+    (started_a,) = await store.start_many([entry_a], "w1")
+    ((entry_b, started_b),) = await store.fetch_started(["default"], "w1", 1)
+
+    for handle, entry, started, payload, correlation in (
+        (a, entry_a, started_a, b'{"n":1}', b"web-3"),
+        (b, entry_b, started_b, b'{"n":2}', None),
+    ):
+        assert started.outcome == "ok" and started.lease is not None
+        assert started.steps == {}
+        expected = {"job": b"job", "payload": payload, "attempt": b"1"}
+        if correlation:
+            expected["correlation_id"] = correlation
+        assert started.run == expected
+        record = await store.client.hgetall(q.run(handle.run_id))
+        assert set(record) == {
+            b"job",
+            b"payload",
+            b"created_at",
+            b"status",
+            b"started_at",
+            b"worker",
+            b"entry",
+            b"attempt",
+        } | ({b"correlation_id"} if correlation else set())
+        assert record[b"status"] == b"running" and record[b"attempt"] == b"1"
+        assert record[b"worker"] == b"w1"
+        assert record[b"entry"] == entry.entry_id.encode()
+        assert record[b"created_at"] == entry.entry_id.split("-")[0].encode()
+        run = await any_app.get_run(handle.run_id)
+        assert run is not None and run.status == RunStatus.RUNNING
+        assert run.attempt == 1 and run.started_at is not None

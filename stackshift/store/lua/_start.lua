@@ -48,8 +48,25 @@ local function start(run, steps, entry, run_id, carried)
     if not job or not payload then
       return {'gone', deliveries}  -- and no record is left behind for it
     end
-    redis.call('HSET', run, 'job', job, 'payload', payload,
-      'created_at', tonumber(string.match(entry, '^%d+')))
+    local created = tonumber(string.match(entry, '^%d+'))
+    if indexed and deliveries <= tonumber(ARGV[3]) then
+      -- The usual start (a run's first): no record, no steps, attempt 1. The
+      -- record is written in one HSET, and the runner's fields come from the
+      -- entry, not read back; the same record and reply as the path below.
+      local record = {'job', job, 'payload', payload, 'created_at', created,
+        'status', 'running', 'started_at', now, 'worker', consumer, 'entry', entry,
+        'attempt', 1}
+      local fields = {'job', job, 'payload', payload, 'attempt', '1'}
+      if correlation then
+        record[#record + 1] = 'correlation_id'
+        record[#record + 1] = correlation
+        fields[#fields + 1] = 'correlation_id'
+        fields[#fields + 1] = correlation
+      end
+      redis.call('HSET', run, unpack(record))
+      return {'ok', deliveries, fields, {}}
+    end
+    redis.call('HSET', run, 'job', job, 'payload', payload, 'created_at', created)
     if indexed then redis.call('HSET', run, 'status', 'queued') end
     if correlation then redis.call('HSET', run, 'correlation_id', correlation) end
   end
