@@ -247,12 +247,10 @@ class Store(StartingStore):
         if not await self._confirmed(lease):
             return False
         q = self.keys.queue(lease.queue)
-        ttl_ms = int(self.settings.result_ttl * 1000)
         with mapped_errors("complete"):
             reply = await self.batcher.call_item(
                 self._scripts["complete"],
-                [q.stream, q.stats],
-                [GROUP, lease.consumer, ttl_ms, q.finished],
+                *self._complete_shared(q, lease.consumer),
                 [q.run(lease.run_id), q.steps(lease.run_id)],
                 [lease.entry_id, lease.deliveries, lease.run_id, result],
             )

@@ -9,7 +9,9 @@ Multi-item scripts (complete.lua) go further: concurrent items with the same
 script and shared part (e.g. every completion on one queue) are merged into one
 script call, since redis-py packs each call's arguments in Python and the fixed
 cost of a call outweighs an item's. Each item is still fenced on its own inside
-the script; batching changes the I/O, not the semantics.
+the script; batching changes the I/O, not the semantics. A caller about to send
+a call of its own may take pending items along in it (``take_items``; fetch.lua
+carries the completions waiting to go out) and settles them from its reply.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ Call = tuple[_scripts.Script, list[str], list[Any]]
 
 MAX_CALLS = 500  # script calls per pipeline
 MAX_ITEMS = 200  # items per merged script call (bounds the script's run time)
+# While items are held for a carrier (``hold_items``), none waits longer than
+# this for one: a carrier that does not come (a fetch loop waiting on handlers
+# that run long) must not delay the writes it would have carried.
+HOLD_SECONDS = 0.002
 
 
 @dataclasses.dataclass(slots=True, eq=False)
-class _Pending:
+class Pending:
     script: _scripts.Script
     keys: list[str]  # shared keys (for an item), or all keys
     args: list[Any]
@@ -36,7 +42,7 @@ class _Pending:
     future: asyncio.Future[Any]
 
 
-def _merge(items: list[_Pending]) -> Call:
+def _merge(items: list[Pending]) -> Call:
     keys, args = list(items[0].keys), list(items[0].args)
     for item in items:
         keys += item.item_keys or ()
@@ -48,8 +54,10 @@ class ScriptBatcher:
     def __init__(self, client: Any, scripts: dict[str, _scripts.Script]) -> None:
         self._client = client
         self._scripts = scripts
-        self._pending: list[_Pending] = []
+        self._pending: list[Pending] = []
         self._busy = False  # a call or a flush is in flight
+        self._holding = False  # items wait for a carrier (take_items)
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     async def call(
         self, script: _scripts.Script, keys: list[str], args: list[Any]
@@ -57,7 +65,7 @@ class ScriptBatcher:
         """Run one script call; raises what the call raised (error replies too)."""
         if not self._busy:
             return await self._inline(script, keys, args)
-        return await self._queue(_Pending(script, keys, args, None, [], self._future()))
+        return await self._queue(Pending(script, keys, args, None, [], self._future()))
 
     async def call_item(
         self,
@@ -68,15 +76,79 @@ class ScriptBatcher:
         item_args: list[Any],
     ) -> Any:
         """Run one item of a multi-item script; returns the item's reply."""
+        if self._holding:
+            return await self._hold(
+                Pending(
+                    script,
+                    shared_keys,
+                    shared_args,
+                    item_keys,
+                    item_args,
+                    self._future(),
+                )
+            )
         if not self._busy:
             reply = await self._inline(
                 script, shared_keys + item_keys, shared_args + item_args
             )
             return reply[0]
-        pending = _Pending(
+        pending = Pending(
             script, shared_keys, shared_args, item_keys, item_args, self._future()
         )
         return await self._queue(pending)
+
+    def hold_items(self, on: bool) -> None:
+        """While on, items are not sent at once: they wait up to HOLD_SECONDS
+        for a call of someone else's to carry them (``take_items``), or go out
+        with the next flush. Off: what is held goes out now."""
+        self._holding = on
+        if not on and self._pending and not self._busy:
+            self._start_flusher()
+
+    async def _hold(self, pending: Pending) -> Any:
+        self._pending.append(pending)
+        if self._hold_timer is None and not self._busy:
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                HOLD_SECONDS, self._hold_expired
+            )
+        return await pending.future
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        if self._pending and not self._busy:
+            self._start_flusher()
+
+    def requeue(self, items: list[Pending]) -> None:
+        """Queue again items taken out by ``take_items``, to be sent now."""
+        if not items:
+            return
+        self._pending.extend(items)
+        if not self._busy:
+            self._start_flusher()
+
+    def take_items(
+        self, script: _scripts.Script, shared_keys: list[str], shared_args: list[Any]
+    ) -> list[Pending]:
+        """Take out up to MAX_ITEMS pending items of ``script`` with this shared
+        part, for a call of the caller's own; it must settle each one
+        (``resolve_items``, ``fail_items``)."""
+        taken: list[Pending] = []
+        if not self._pending:
+            return taken
+        kept: list[Pending] = []
+        for p in self._pending:
+            if (
+                len(taken) < MAX_ITEMS
+                and p.item_keys is not None
+                and p.script is script
+                and p.keys == shared_keys
+                and p.args == shared_args
+            ):
+                taken.append(p)
+            else:
+                kept.append(p)
+        self._pending = kept
+        return taken
 
     @staticmethod
     def _future() -> asyncio.Future[Any]:
@@ -94,7 +166,7 @@ class ScriptBatcher:
             if self._pending:
                 self._start_flusher()
 
-    async def _queue(self, pending: _Pending) -> Any:
+    async def _queue(self, pending: Pending) -> Any:
         self._pending.append(pending)
         return await pending.future
 
@@ -112,10 +184,10 @@ class ScriptBatcher:
         finally:
             self._busy = False
 
-    async def _send(self, pending: list[_Pending]) -> None:
+    async def _send(self, pending: list[Pending]) -> None:
         calls: list[Call] = []
-        owners: list[list[_Pending]] = []  # the pendings each call answers
-        groups: dict[tuple[str, tuple[str, ...], tuple[Any, ...]], list[_Pending]] = {}
+        owners: list[list[Pending]] = []  # the pendings each call answers
+        groups: dict[tuple[str, tuple[str, ...], tuple[Any, ...]], list[Pending]] = {}
         for p in pending:
             if p.item_keys is None:
                 calls.append((p.script, p.keys, p.args))
@@ -134,33 +206,39 @@ class ScriptBatcher:
                 calls[start : start + MAX_CALLS], owners[start : start + MAX_CALLS]
             )
 
-    async def _pipeline(self, calls: list[Call], owners: list[list[_Pending]]) -> None:
+    async def _pipeline(self, calls: list[Call], owners: list[list[Pending]]) -> None:
         try:
             results = await _scripts.call_many(self._client, self._scripts, calls)
         except Exception as exc:  # the connection failed: every call of the batch did
             for group in owners:
-                _fail(group, exc)
+                fail_items(group, exc)
             return
         except BaseException as exc:  # the flusher itself was cancelled
             for group in owners:
-                _fail(group, asyncio.CancelledError(str(exc)))
+                fail_items(group, asyncio.CancelledError(str(exc)))
             raise
         for group, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
-                _fail(group, result)
+                fail_items(group, result)
             elif group[0].item_keys is None:
                 _resolve(group[0], result)
             else:
-                for pending, item_result in zip(group, result, strict=True):
-                    _resolve(pending, item_result)
+                resolve_items(group, result)
 
 
-def _resolve(pending: _Pending, result: Any) -> None:
+def resolve_items(items: list[Pending], results: list[Any]) -> None:
+    """Answer each item with its own reply of a merged call."""
+    for pending, result in zip(items, results, strict=True):
+        _resolve(pending, result)
+
+
+def _resolve(pending: Pending, result: Any) -> None:
     if not pending.future.done():  # else its caller was cancelled
         pending.future.set_result(result)
 
 
-def _fail(group: list[_Pending], exc: BaseException) -> None:
+def fail_items(group: list[Pending], exc: BaseException) -> None:
+    """Answer each item with the error of the call that carried it."""
     for pending in group:
         if not pending.future.done():
             pending.future.set_exception(exc)

@@ -1,7 +1,7 @@
 """Loads the Lua scripts in lua/ once and calls them by SHA.
 
 Each script's source is its flags line, then lua/_prelude.lua (clock and fence
-helpers, so the fencing check exists once), then the library it uses, if any
+helpers, so the fencing check exists once), then the libraries it uses, if any
 (LIBRARIES), then its body. We call EVALSHA
 directly, not redis-py's ``register_script``: inside a pipeline redis-py sends
 SCRIPT EXISTS before every execute, one more round trip per batch. Instead
@@ -34,7 +34,11 @@ SCRIPT_NAMES = (
 )
 
 # Code shared by scripts beyond the prelude: prepended to the scripts that use it.
-LIBRARIES = {"start": "_start.lua", "fetch": "_start.lua"}
+LIBRARIES = {
+    "complete": ("_complete.lua",),
+    "fetch": ("_start.lua", "_complete.lua"),
+    "start": ("_start.lua",),
+}
 
 
 def _read(name: str) -> str:
@@ -62,7 +66,7 @@ def load_scripts(*, with_flags: bool = True) -> dict[str, Script]:
         if not flags.startswith("#!lua"):
             raise RuntimeError(f"lua/{name}.lua must start with its #!lua flags line")
         head = flags + "\n" if with_flags else ""
-        library = _read(LIBRARIES[name]) + "\n" if name in LIBRARIES else ""
+        library = "".join(_read(lib) + "\n" for lib in LIBRARIES.get(name, ()))
         scripts[name] = Script(name, head + prelude + "\n" + library + body)
     return scripts
 

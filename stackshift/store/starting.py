@@ -8,6 +8,7 @@ from typing import Any
 
 from . import scripts as _scripts
 from .base import StoreBase
+from .batching import Pending, fail_items, resolve_items
 from .keys import GROUP, QueueKeys, queue_of_run
 from .records import Entry, Lease, StartResult, as_str, mapped_errors, pairs
 
@@ -72,6 +73,14 @@ class StartingStore(StoreBase):
         ]
         return keys, args
 
+    def _complete_shared(
+        self, q: QueueKeys, consumer: str
+    ) -> tuple[list[str], list[Any]]:
+        """The shared part of a complete.lua call: every completion of a
+        consumer on a queue has the same, so concurrent ones merge."""
+        ttl_ms = int(self.settings.result_ttl * 1000)
+        return [q.stream, q.stats], [GROUP, consumer, ttl_ms, q.finished]
+
     def _start_call(
         self, queue: str, entries: list[Entry], consumer: str
     ) -> tuple[_scripts.Script, list[str], list[Any]]:
@@ -117,25 +126,72 @@ class StartingStore(StoreBase):
         self, queues: list[str], consumer: str, count: int
     ) -> list[tuple[Entry, StartResult]]:
         """Read up to ``count`` new entries per queue and start their runs, in
-        one round trip (fetch.lua; never blocks). For a queue with a backlog."""
+        one round trip (fetch.lua; never blocks). For a queue with a backlog.
+
+        The call also carries the completions of this consumer that are waiting
+        to go out (runs that just finished here): one round trip, not two.
+        """
         calls = []
+        carried: list[list[Pending]] = []
+        complete = self._scripts["complete"]
         for queue in queues:
             q = self.keys.queue(queue)
             keys, args = self._start_shared(q, consumer)
-            args += [count, queue]
+            args += [count, queue, int(self.settings.result_ttl * 1000)]
+            items = (
+                self._batcher.take_items(complete, *self._complete_shared(q, consumer))
+                if self._batcher is not None
+                else []
+            )
+            for item in items:
+                keys += item.item_keys or ()
+                args += item.item_args
             calls.append((self._scripts["fetch"], keys, args))
+            carried.append(items)
         with mapped_errors("fetch"):
-            replies = await _scripts.call_many(self.client, self._scripts, calls)
+            replies = await self._call_carrying(calls, carried)
         out: list[tuple[Entry, StartResult]] = []
         for queue, reply in zip(queues, replies, strict=True):
             if isinstance(reply, Exception):
                 with mapped_errors("fetch"):
                     raise reply
-            for entry_id, flat, started in reply:
+            for entry_id, flat, started in reply[1]:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 entry = Entry(queue, as_str(entry_id), fields)
                 out.append((entry, self._start_result(entry, consumer, started)))
         return out
+
+    def carry_completions(self, on: bool) -> None:
+        """While on (a fetch loop working through a backlog), completions are
+        not sent at once: the next ``fetch_started`` carries them, or they go
+        out on their own after a couple of milliseconds (batching.HOLD_SECONDS)."""
+        self.batcher.hold_items(on)
+
+    async def _call_carrying(
+        self,
+        calls: list[tuple[_scripts.Script, list[str], list[Any]]],
+        carried: list[list[Pending]],
+    ) -> list[Any]:
+        """Send fetch calls; settle the completions they carry from the replies."""
+        items = [item for group in carried for item in group]
+        try:
+            replies = await _scripts.call_many(self.client, self._scripts, calls)
+        except asyncio.CancelledError:
+            # The fetch loop was cancelled (shutdown) mid-call: whether the
+            # completions were written is unknown. Send them again: complete.lua
+            # recognises a completion it already wrote ('ok'), and writes
+            # nothing twice.
+            self.batcher.requeue(items)
+            raise
+        except Exception as exc:
+            fail_items(items, exc)
+            raise
+        for group, reply in zip(carried, replies, strict=True):
+            if isinstance(reply, Exception):
+                fail_items(group, reply)
+            elif group:
+                resolve_items(group, reply[0])
+        return replies
 
     @staticmethod
     def early_start(entry: Entry, consumer: str) -> StartResult | None:

@@ -48,10 +48,17 @@ class Fetcher:
         self._redis_run_id = redis_run_id
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._store.carry_completions(False)
+
+    async def _run(self) -> None:
         failures = 0
         # A full read means more is likely waiting: read and start the next
         # batch in one script call (no blocking needed) until a read comes back
-        # short; then block on XREADGROUP again.
+        # short; then block on XREADGROUP again. Meanwhile that call also
+        # carries the completions of the runs that finished since the last one.
         backlog = False
         while True:
             free = await self._slots.wait_free()
@@ -90,10 +97,12 @@ class Fetcher:
             failures = 0
             if started is not None:
                 backlog = len(started) == reserved
+                self._store.carry_completions(backlog)
                 self._slots.give(reserved - len(started))
                 await self._dispatcher.dispatch_started(started)
                 continue
             backlog = len(entries) == reserved
+            self._store.carry_completions(backlog)
             self._slots.give(reserved - len(entries))
             if entries:
                 await self._dispatcher.dispatch(entries, fresh=True)

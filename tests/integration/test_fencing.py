@@ -168,3 +168,17 @@ async def test_an_idle_worker_takes_over_a_dead_workers_run(app: Stackshift) -> 
     assert started.outcome == "ok"
     async with running_worker(app, ["fence"], lease_timeout=0.5):
         assert await handle.result(timeout=15) == 2
+
+
+async def test_a_completion_sent_again_is_told_it_was_written(app: Stackshift) -> None:
+    # A completion whose reply was lost is sent again (a fetch cancelled with
+    # completions aboard): it finds its own write and is not refused.
+    lease = await started_lease(app, "w1")
+    assert await app.store.complete(lease, b'"once"') is True
+    assert await app.store.complete(lease, b'"twice"') is True
+    run = await app.store.get_run(lease.run_id)
+    assert run is not None and run.status == "completed" and run.result == "once"
+    stats = await app.store.client.hget(
+        app.store.keys.queue("fence").stats, "completed"
+    )
+    assert stats == b"1"  # counted once

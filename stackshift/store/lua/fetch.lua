@@ -1,20 +1,29 @@
 #!lua
--- fetch.lua: read up to COUNT new entries for this consumer and start each one's
--- run, in one round trip instead of XREADGROUP then start.lua. Used while the
--- queue has a backlog; an idle worker blocks on XREADGROUP instead (a script
--- cannot block). _start.lua, prepended, starts one entry.
--- KEYS[1] stream  KEYS[2] dead zset  KEYS[3] stats hash      (slot {<queue>})
+-- fetch.lua: complete the runs this worker just finished, then read up to COUNT
+-- new entries for it and start each one's run: one round trip instead of
+-- complete.lua, XREADGROUP and start.lua. Used while the queue has a backlog;
+-- an idle worker blocks on XREADGROUP instead (a script cannot block).
+-- _start.lua, prepended, starts one entry; _complete.lua completes runs.
+-- KEYS[1] stream  KEYS[2] dead zset  KEYS[3] stats hash, then per run to
+-- complete: KEYS[2+2i] run hash  KEYS[3+2i] steps hash  (all in slot {<queue>})
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] max deliveries  ARGV[4] dead-letter TTL ms
 -- ARGV[5] finished channel  ARGV[6] key base ('<prefix>{<queue>}:', the prefix
--- of KEYS[1]; run and step keys are built from it and the run id, so they share
--- the queue's hash slot)  ARGV[7] count  ARGV[8] queue.
--- Returns, per entry read: {entry id, entry fields (flat; for an entry that is
--- not 'gone', only its run id), start() reply}; an entry without a valid run id
--- of this queue gets {'gone', 1} for the caller to bury.
+-- of KEYS[1]; run and step keys of the entries read are built from it and the
+-- run id, so they share the queue's hash slot)  ARGV[7] count  ARGV[8] queue
+-- ARGV[9] retention ms of a completed run, then per run to complete (as
+-- complete.lua): ARGV[6+4i] entry id  ARGV[7+4i] deliveries  ARGV[8+4i] run id
+-- ARGV[9+4i] result (JSON).
+-- Returns {per run completed: 'ok' or 'lost' (as complete.lua), per entry read:
+-- {entry id, entry fields (flat; for an entry that is not 'gone', only its run
+-- id), start() reply}}; an entry without a valid run id of this queue gets
+-- {'gone', 1} for the caller to bury.
+local completions = complete_runs(stream, group, consumer, stats, ARGV[5], ARGV[9],
+  now, (#KEYS - 3) / 2, 2, 6)
+
 local read = redis.call('XREADGROUP', 'GROUP', group, consumer,
   'COUNT', ARGV[7], 'STREAMS', stream, '>')
 if not read or not read[1] then  -- nil from Redis, {} from fakeredis
-  return {}
+  return {completions, {}}
 end
 -- Redis: {{stream, entries}}; fakeredis (memory://): {stream, entries}.
 local entries = type(read[1]) == 'table' and read[1][2] or read[2]
@@ -46,4 +55,4 @@ for i, e in ipairs(entries) do
   if reply[1] ~= 'gone' then fields = {'r', run_id} end
   out[i] = {entry, fields, reply}
 end
-return out
+return {completions, out}
