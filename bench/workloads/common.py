@@ -37,10 +37,18 @@ def bench_url() -> str:
 
 
 def client() -> Any:
-    """This process's own connection to the bench Redis, for the jobs' work."""
+    """This process's own connection to the bench Redis, for the jobs' work.
+
+    Configured explicitly, so the same job costs the same under every system:
+    redis-py 8 (stackshift's, streaq's and taskiq's venvs) times every read out
+    after 5 s by default, which wraps each read in a timeout; redis-py 5 and 7
+    (arq's and SAQ's venvs) set no timeout. No timeout here, for all of them.
+    """
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(bench_url())
+        _client = aioredis.Redis.from_url(
+            bench_url(), socket_timeout=None, socket_connect_timeout=None
+        )
     return _client
 
 
