@@ -165,7 +165,8 @@ class StartingStore(StoreBase):
         """While on (a fetch loop working through a backlog), completions are
         not sent at once: the next ``fetch_started`` carries them, or they go
         out on their own after a couple of milliseconds (batching.HOLD_SECONDS)."""
-        self.batcher.hold_items(on)
+        if on or self._batcher is not None:  # off: never open a client for it
+            self.batcher.hold_items(on)
 
     async def _call_carrying(
         self,
