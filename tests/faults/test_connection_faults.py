@@ -73,6 +73,8 @@ DROPS = {
     "start": (b"EVALSHA", SHA["start"]),
     "checkpoint": (b"EVALSHA", SHA["checkpoint"]),
     "complete": (b"EVALSHA", SHA["complete"]),
+    # fetch.lua: reads and starts a batch, and writes the completions it carries
+    "fetch": (b"EVALSHA", SHA["fetch"]),
     "renew": (b"EVALSHA", SHA["renew"]),
 }
 
@@ -89,8 +91,8 @@ def test_worker_reply_lost_harms_no_run(
     target: str,
 ) -> None:
     """Redis executes a worker's command (XREADGROUP / start / checkpoint /
-    complete / renew) and the reply is lost, 3 times over 24 runs: no run
-    duplicated or lost, no recorded step overwritten or run again."""
+    complete / fetch / renew) and the reply is lost, 3 times over 24 runs: no
+    run duplicated or lost, no recorded step overwritten or run again."""
     proxy = proxy_factory(durable_redis.port)
     rule = proxy.arm_drop(*DROPS[target], times=3, skip_null=True)
     procs = procs_factory(proxy.url)
