@@ -24,6 +24,15 @@ class Inflight:
     lost: bool = False  # another worker took the entry over: write nothing more
     stopping: bool = False  # we cancelled its attempt (lease lost, or shutdown)
     finishing: bool = False  # its outcome is being written: never cancel it now
+    timed_out: bool = False  # the job's timeout cancelled its attempt
+
+    def time_out(self) -> None:
+        """The attempt ran past the job's timeout: cancel it (unless it is
+        already stopping or finishing)."""
+        if self.finishing or self.stopping or self.task is None:
+            return
+        self.timed_out = True
+        self.task.cancel()
 
     def stop(self, *, lost: bool = False) -> None:
         """Cancel the attempt, unless its outcome is already being written."""

@@ -259,6 +259,47 @@ async def test_an_attempt_past_its_timeout_fails_and_is_retried(
     assert calls["slow"] == 2
 
 
+async def test_a_jobs_own_timeout_error_is_an_ordinary_failure(app: Stackshift) -> None:
+    @app.job("own", timeout=30, retries=1, backoff=0.01)
+    async def own(ctx: JobContext[Any]) -> None:
+        calls["own"] += 1
+        async with asyncio.timeout(0.01):  # the job's own deadline, not the run's
+            await asyncio.Event().wait()
+
+    async with running_worker(app):
+        with pytest.raises(JobFailed) as failed:
+            await (await app.queue().enqueue("own")).result(timeout=10)
+    assert failed.value.error_type == "TimeoutError"
+    assert calls["own"] == 2  # retried like any failure
+
+
+async def test_a_handler_that_cleans_up_after_its_timeout_still_times_out(
+    app: Stackshift,
+) -> None:
+    cleaned: list[int] = []
+
+    @app.job("tidy", timeout=0.2, retries=0)
+    async def tidy(ctx: JobContext[Any]) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # cleanup that awaits, then the cancel goes on
+            cleaned.append(ctx.attempt)
+
+    @app.job("echo")
+    async def echo(ctx: JobContext[int]) -> int:
+        return ctx.payload
+
+    async with running_worker(app):
+        handle = await app.queue().enqueue("tidy")
+        with pytest.raises(JobFailed) as failed:
+            await handle.result(timeout=10)
+        # The worker is unharmed: the next run completes.
+        assert await (await app.queue().enqueue("echo", 5)).result(timeout=10) == 5
+    assert failed.value.error_type == "JobTimeoutError"
+    assert cleaned == [1]
+
+
 async def test_a_payload_that_fails_validation_fails_without_retries(
     app: Stackshift, redis_url: str, prefix: str
 ) -> None:
