@@ -76,18 +76,7 @@ class ScriptBatcher:
         item_args: list[Any],
     ) -> Any:
         """Run one item of a multi-item script; returns the item's reply."""
-        if self._holding:
-            return await self._hold(
-                Pending(
-                    script,
-                    shared_keys,
-                    shared_args,
-                    item_keys,
-                    item_args,
-                    self._future(),
-                )
-            )
-        if not self._busy:
+        if not self._busy and not self._holding:
             reply = await self._inline(
                 script, shared_keys + item_keys, shared_args + item_args
             )
@@ -95,6 +84,10 @@ class ScriptBatcher:
         pending = Pending(
             script, shared_keys, shared_args, item_keys, item_args, self._future()
         )
+        if self._holding and self._hold_timer is None and not self._busy:
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                HOLD_SECONDS, self._hold_expired
+            )
         return await self._queue(pending)
 
     def hold_items(self, on: bool) -> None:
@@ -102,29 +95,19 @@ class ScriptBatcher:
         for a call of someone else's to carry them (``take_items``), or go out
         with the next flush. Off: what is held goes out now."""
         self._holding = on
-        if not on and self._pending and not self._busy:
-            self._start_flusher()
-
-    async def _hold(self, pending: Pending) -> Any:
-        self._pending.append(pending)
-        if self._hold_timer is None and not self._busy:
-            self._hold_timer = asyncio.get_running_loop().call_later(
-                HOLD_SECONDS, self._hold_expired
-            )
-        return await pending.future
+        if not on:
+            self._flush_if_idle()
 
     def _hold_expired(self) -> None:
         self._hold_timer = None
-        if self._pending and not self._busy:
-            self._start_flusher()
+        self._flush_if_idle()
 
     def requeue(self, items: list[Pending]) -> None:
         """Queue again items taken out by ``take_items``, to be sent now."""
         if not items:
-            return
+            return  # nothing to send (and what is held stays held)
         self._pending.extend(items)
-        if not self._busy:
-            self._start_flusher()
+        self._flush_if_idle()
 
     def take_items(
         self, script: _scripts.Script, shared_keys: list[str], shared_args: list[Any]
@@ -163,12 +146,16 @@ class ScriptBatcher:
             return await _scripts.call(self._client, self._scripts, script, keys, args)
         finally:
             self._busy = False
-            if self._pending:
-                self._start_flusher()
+            self._flush_if_idle()
 
     async def _queue(self, pending: Pending) -> Any:
         self._pending.append(pending)
         return await pending.future
+
+    def _flush_if_idle(self) -> None:
+        """Send what is pending, unless a call or flush in flight will."""
+        if self._pending and not self._busy:
+            self._start_flusher()
 
     def _start_flusher(self) -> None:
         # A task of its own: a caller cancelled mid-flush must not strand the

@@ -78,8 +78,12 @@ class StartingStore(StoreBase):
     ) -> tuple[list[str], list[Any]]:
         """The shared part of a complete.lua call: every completion of a
         consumer on a queue has the same, so concurrent ones merge."""
-        ttl_ms = int(self.settings.result_ttl * 1000)
-        return [q.stream, q.stats], [GROUP, consumer, ttl_ms, q.finished]
+        return [q.stream, q.stats], [GROUP, consumer, self._retention_ms, q.finished]
+
+    @property
+    def _retention_ms(self) -> int:
+        """How long a completed run is kept (complete.lua, fetch.lua)."""
+        return int(self.settings.result_ttl * 1000)
 
     def _start_call(
         self, queue: str, entries: list[Entry], consumer: str
@@ -137,7 +141,7 @@ class StartingStore(StoreBase):
         for queue in queues:
             q = self.keys.queue(queue)
             keys, args = self._start_shared(q, consumer)
-            args += [count, queue, int(self.settings.result_ttl * 1000)]
+            args += [count, queue, self._retention_ms]
             items = (
                 self._batcher.take_items(complete, *self._complete_shared(q, consumer))
                 if self._batcher is not None

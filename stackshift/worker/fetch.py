@@ -95,15 +95,13 @@ class Fetcher:
                 await anyio.sleep(delay)
                 continue
             failures = 0
+            got = len(started) if started is not None else len(entries)
+            backlog = got == reserved
+            self._store.carry_completions(backlog)
+            self._slots.give(reserved - got)
             if started is not None:
-                backlog = len(started) == reserved
-                self._store.carry_completions(backlog)
-                self._slots.give(reserved - len(started))
                 await self._dispatcher.dispatch_started(started)
                 continue
-            backlog = len(entries) == reserved
-            self._store.carry_completions(backlog)
-            self._slots.give(reserved - len(entries))
             if entries:
                 await self._dispatcher.dispatch(entries, fresh=True)
                 continue
