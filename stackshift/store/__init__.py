@@ -104,7 +104,7 @@ class Store(StartingStore):
         if batch:
             calls.append(self._enqueue_call(q, batch))
         with mapped_errors("enqueue_many"):
-            replies = await _scripts.call_many(self.client, self._scripts, calls)
+            replies = await _scripts.call_many(self.commands, self._scripts, calls)
         out = []
         for reply in replies:
             if isinstance(reply, Exception):

@@ -10,6 +10,7 @@ from ..config import Settings
 from ..errors import StoreError
 from . import scripts as _scripts
 from .batching import ScriptBatcher
+from .commands import Commands, open_commands
 from .connection import is_memory_url, open_client
 from .keys import Keys
 from .records import as_str, mapped_errors
@@ -24,6 +25,7 @@ class StoreBase:
         self.keys = Keys(settings.prefix)
         self.memory = is_memory_url(settings.url)
         self._client: Any = None
+        self._commands: Commands | None = None
         self._batcher: ScriptBatcher | None = None
         self._scripts = _scripts.load_scripts(with_flags=not self.memory)
         self._groups_made: set[str] = set()
@@ -37,13 +39,23 @@ class StoreBase:
         return self._client
 
     @property
+    def commands(self) -> Commands:
+        """Where script calls go (commands.py): straight to a connection."""
+        if self._commands is None:
+            self._commands = open_commands(self.client, memory=self.memory)
+        return self._commands
+
+    @property
     def batcher(self) -> ScriptBatcher:
         if self._batcher is None:
-            self._batcher = ScriptBatcher(self.client, self._scripts)
+            self._batcher = ScriptBatcher(self.commands, self._scripts)
         return self._batcher
 
     async def close(self) -> None:
         self._batcher = None
+        if self._commands is not None:
+            commands, self._commands = self._commands, None
+            await commands.aclose()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()

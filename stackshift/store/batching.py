@@ -21,6 +21,7 @@ import dataclasses
 from typing import Any
 
 from . import scripts as _scripts
+from .commands import Commands
 
 Call = tuple[_scripts.Script, list[str], list[Any]]
 
@@ -51,8 +52,8 @@ def _merge(items: list[Pending]) -> Call:
 
 
 class ScriptBatcher:
-    def __init__(self, client: Any, scripts: dict[str, _scripts.Script]) -> None:
-        self._client = client
+    def __init__(self, commands: Commands, scripts: dict[str, _scripts.Script]) -> None:
+        self._commands = commands
         self._scripts = scripts
         self._pending: list[Pending] = []
         self._busy = False  # a call or a flush is in flight
@@ -143,7 +144,9 @@ class ScriptBatcher:
         # Nothing in flight: send it now, from this task (no future, no task).
         self._busy = True
         try:
-            return await _scripts.call(self._client, self._scripts, script, keys, args)
+            return await _scripts.call(
+                self._commands, self._scripts, script, keys, args
+            )
         finally:
             self._busy = False
             self._flush_if_idle()
@@ -195,7 +198,7 @@ class ScriptBatcher:
 
     async def _pipeline(self, calls: list[Call], owners: list[list[Pending]]) -> None:
         try:
-            results = await _scripts.call_many(self._client, self._scripts, calls)
+            results = await _scripts.call_many(self._commands, self._scripts, calls)
         except Exception as exc:  # the connection failed: every call of the batch did
             for group in owners:
                 fail_items(group, exc)

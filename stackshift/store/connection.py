@@ -23,6 +23,10 @@ CONNECT_TIMEOUT = 5.0
 # commands past it; its blocking pool waits instead but costs a queue hand-off
 # on every command. A plain pool with a cap far above any sane concurrency.
 MAX_CONNECTIONS = 5000
+# A command cut off by a dropped connection is sent again this many times, after
+# these pauses (every script and command stackshift sends is safe to repeat).
+RETRIES = 3
+RETRY_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=1.0)
 
 
 # redis-py sync client's packer (hiredis), used for our asyncio connections too.
@@ -126,7 +130,7 @@ def open_client(url: str) -> Any:
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_keepalive=True,
         health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+        retry=Retry(RETRY_BACKOFF, retries=RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     pool.connection_class = _untimed_small_sends(pool.connection_class)

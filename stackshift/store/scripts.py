@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from .commands import Commands
+
 SCRIPT_NAMES = (
     "bury",
     "checkpoint",
@@ -71,16 +73,22 @@ def load_scripts(*, with_flags: bool = True) -> dict[str, Script]:
     return scripts
 
 
-async def ensure_loaded(client: Any, scripts: dict[str, Script]) -> None:
+async def ensure_loaded(commands: Commands, scripts: dict[str, Script]) -> None:
     """SCRIPT LOAD every script (one pipelined round trip)."""
-    pipe = client.pipeline(transaction=False)
-    for script in scripts.values():
-        pipe.script_load(script.source)
-    await pipe.execute()
+    replies = await commands.execute_many(
+        [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
+    )
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
+def _evalsha(script: Script, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def call(
-    client: Any,
+    commands: Commands,
     scripts: dict[str, Script],
     script: Script,
     keys: list[str],
@@ -88,14 +96,14 @@ async def call(
 ) -> Any:
     """EVALSHA, loading the scripts again if Redis lost them."""
     try:
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
+        return await commands.execute("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        await ensure_loaded(client, scripts)
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
+        await ensure_loaded(commands, scripts)
+        return await commands.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def call_many(
-    client: Any,
+    commands: Commands,
     scripts: dict[str, Script],
     calls: list[tuple[Script, list[str], list[Any]]],
 ) -> list[Any]:
@@ -107,29 +115,18 @@ async def call_many(
     if not calls:
         return []
     if len(calls) == 1:
-        # The usual case (one queue, one batch): a plain command costs less in
-        # redis-py than a pipeline (no pipeline object, no shielded reset).
+        # The usual case (one queue, one batch): one command, not a pipeline.
         script, keys, args = calls[0]
         try:
-            return [await call(client, scripts, script, keys, args)]
+            return [await call(commands, scripts, script, keys, args)]
         except ResponseError as exc:  # an error reply, returned as a pipeline would
             return [exc]
-    results = await _pipelined(client, calls)
+    results = await commands.execute_many([_evalsha(*c) for c in calls])
     # Only the NOSCRIPT ones did not run (Redis restarted): run exactly those again.
     retry_at = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if retry_at:
-        await ensure_loaded(client, scripts)
-        again = await _pipelined(client, [calls[i] for i in retry_at])
+        await ensure_loaded(commands, scripts)
+        again = await commands.execute_many([_evalsha(*calls[i]) for i in retry_at])
         for i, value in zip(retry_at, again, strict=True):
             results[i] = value
-    return results
-
-
-async def _pipelined(
-    client: Any, calls: list[tuple[Script, list[str], list[Any]]]
-) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-    results: list[Any] = await pipe.execute(raise_on_error=False)
     return results

@@ -112,7 +112,7 @@ class StartingStore(StoreBase):
             for queue, batch in by_queue.items()
         ]
         with mapped_errors("start"):
-            replies = await _scripts.call_many(self.client, self._scripts, calls)
+            replies = await _scripts.call_many(self.commands, self._scripts, calls)
         # Keyed by (queue, id): two streams can mint the same entry id.
         by_entry: dict[tuple[str, str], Any] = {}
         for batch, reply in zip(by_queue.values(), replies, strict=True):
@@ -180,7 +180,7 @@ class StartingStore(StoreBase):
         """Send fetch calls; settle the completions they carry from the replies."""
         items = [item for group in carried for item in group]
         try:
-            replies = await _scripts.call_many(self.client, self._scripts, calls)
+            replies = await _scripts.call_many(self.commands, self._scripts, calls)
         except asyncio.CancelledError:
             # The fetch loop was cancelled (shutdown) mid-call: whether the
             # completions were written is unknown. Send them again: complete.lua

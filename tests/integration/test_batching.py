@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
@@ -14,15 +15,20 @@ async def test_concurrent_calls_share_round_trips_and_keep_their_replies(
     redis_url: str, prefix: str
 ) -> None:
     async with Stackshift(redis_url, prefix=prefix) as app:
-        sent: list[int] = []
-        client = app.store.client
-        real_pipeline = client.pipeline
+        sent: list[int] = []  # round trips: one per command or batch of commands
+        commands = app.store.commands
+        one, many = commands.execute, commands.execute_many
 
-        def counting_pipeline(*args: object, **kwargs: object) -> object:
+        async def counting_one(*args: Any) -> Any:
             sent.append(1)
-            return real_pipeline(*args, **kwargs)
+            return await one(*args)
 
-        client.pipeline = counting_pipeline
+        async def counting_many(batch: list[tuple[Any, ...]]) -> list[Any]:
+            sent.append(len(batch))
+            return await many(batch)
+
+        commands.execute = counting_one  # type: ignore[method-assign]
+        commands.execute_many = counting_many  # type: ignore[method-assign]
         handles = await asyncio.gather(
             *(
                 app.queue("q").enqueue("job", {"n": i}, idempotency_key=f"k{i % 50}")
