@@ -45,10 +45,16 @@ class RunHandle:
 
     __slots__ = ("_waiter", "deduplicated", "queue", "run_id")
 
-    def __init__(self, run_id: str, deduplicated: bool, waiter: ResultWaiter) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        deduplicated: bool,
+        waiter: ResultWaiter,
+        queue: str | None = None,
+    ) -> None:
         self.run_id = run_id
         self.deduplicated = deduplicated
-        self.queue = queue_of_run(run_id)
+        self.queue = queue_of_run(run_id) if queue is None else queue
         self._waiter = waiter
 
     def __repr__(self) -> str:
@@ -188,7 +194,7 @@ class Queue:
         # No log line here: this is the web app's hot path, and an app that has
         # not configured structlog would print every enqueue.
         res = await self._store.enqueue(self.name, req)
-        return RunHandle(res.run_id, res.deduplicated, self._waiter)
+        return RunHandle(res.run_id, res.deduplicated, self._waiter, self.name)
 
     async def enqueue_many(
         self,
@@ -219,6 +225,7 @@ class Queue:
                 self.name, reqs[start : start + batch_size]
             )
             handles.extend(
-                RunHandle(r.run_id, r.deduplicated, self._waiter) for r in results
+                RunHandle(r.run_id, r.deduplicated, self._waiter, self.name)
+                for r in results
             )
         return handles

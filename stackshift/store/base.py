@@ -13,7 +13,7 @@ from .batching import ScriptBatcher
 from .commands import Commands, open_commands
 from .connection import is_memory_url, open_client
 from .keys import Keys
-from .records import as_str, mapped_errors
+from .records import as_str, mapped_errors, store_error
 
 
 class StoreBase:
@@ -79,5 +79,9 @@ class StoreBase:
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One script call, group-committed with concurrent ones (batching.py)."""
-        with mapped_errors(name):
+        # try/except, not mapped_errors(): a context manager costs ~1.5 µs, and
+        # this is every enqueue's path.
+        try:
             return await self.batcher.call(self._scripts[name], keys, args)
+        except RedisError as exc:
+            raise store_error(name, exc) from exc

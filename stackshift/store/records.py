@@ -102,13 +102,18 @@ def mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
     except RedisError as exc:
-        text = str(exc)
-        # redis-py 8 strips the "OOM" prefix from the message: test the class.
-        if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):
-            raise StoreError(
-                f"{what}: Redis is out of memory (maxmemory reached); "
-                "nothing was written. Free memory or raise maxmemory."
-            ) from exc
-        if "NOPERM" in text:
-            raise StoreError(f"{what}: Redis ACL denied it: {text}") from exc
-        raise StoreError(f"{what}: {type(exc).__name__}: {text}") from exc
+        raise store_error(what, exc) from exc
+
+
+def store_error(what: str, exc: RedisError) -> StoreError:
+    """The ``StoreError`` a redis-py error is reported as."""
+    text = str(exc)
+    # redis-py 8 strips the "OOM" prefix from the message: test the class.
+    if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):
+        return StoreError(
+            f"{what}: Redis is out of memory (maxmemory reached); "
+            "nothing was written. Free memory or raise maxmemory."
+        )
+    if "NOPERM" in text:
+        return StoreError(f"{what}: Redis ACL denied it: {text}")
+    return StoreError(f"{what}: {type(exc).__name__}: {text}")
