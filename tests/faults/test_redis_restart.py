@@ -17,7 +17,7 @@ from tests.support.redis_server import RedisServer
 from .harness.apps import COUNTER
 from .harness.chaos import Chaos
 from .harness.checker import Expectations
-from .harness.ledger import Ledger
+from .harness.ledger import Event, Ledger
 from .harness.procs import Processes, read_acked, wait_for
 from .harness.scenario import assert_invariants, quiesce, report_figures
 
@@ -31,9 +31,11 @@ def _load_with_restarts(
     tmp_path: Path,
     chaos: Chaos,
     restarts: int,
+    kills: list[int] | None = None,
 ) -> tuple[Expectations, list[float]]:
     """2 workers and 2 enqueuers (idempotency keys, retried until acknowledged);
-    Redis is killed -9 and restarted ``restarts`` times at random moments."""
+    Redis is killed -9 and restarted ``restarts`` times at random moments (their
+    ``time.monotonic_ns()``, the ledger's clock, appended to ``kills``)."""
     workers = [procs.worker(lease=LEASE, concurrency=4) for _ in range(2)]
     acked = tmp_path / "acked.tsv"
     payload = json.dumps({"steps": 4, "low": 10, "high": 100})
@@ -46,6 +48,8 @@ def _load_with_restarts(
         wait_for(lambda: ledger.count("start") > 0, timeout=30, message="load")
         time.sleep(chaos.uniform(0.3, 1.2))  # chaos: the moment of the kill
         began = time.monotonic()
+        if kills is not None:
+            kills.append(time.monotonic_ns())
         server.kill()
         time.sleep(chaos.uniform(0.5, 2.0))  # the outage itself
         server.start()  # same port, same data directory
@@ -102,7 +106,10 @@ def test_kill_9_redis_with_appendfsync_everysec_measures_the_window(
     zero; every other invariant is asserted on what survived."""
     server = redis_server_factory("--appendonly", "yes", "--appendfsync", "everysec")
     procs = procs_factory(server.url)
-    expect, downtimes = _load_with_restarts(server, procs, ledger, tmp_path, chaos, 3)
+    kills: list[int] = []
+    expect, downtimes = _load_with_restarts(
+        server, procs, ledger, tmp_path, chaos, 3, kills
+    )
     client = server.client()
     q = f"{fault_prefix}{{faults}}:run:"
     lost = {r for r in expect.runs if not client.exists(q + r)}
@@ -113,16 +120,54 @@ def test_kill_9_redis_with_appendfsync_everysec_measures_the_window(
             del expect.keys[key]
     expect.counters[COUNTER] = len(expect.runs)
     quiesce(client, fault_prefix, expect, timeout=120)
+    surviving = _SurvivingLedger(ledger.path, kills)
     assert_invariants(
         client,
         fault_prefix,
         expect,
-        ledger,
+        surviving,
         scenario="redis_kill_everysec",
         chaos=chaos,
         redis_kills=len(downtimes),
         acknowledged_lost=len(lost),
+        acknowledged_starts_lost=len(surviving.forgotten()),
     )
+
+
+class _SurvivingLedger(Ledger):
+    """The ledger without the executions Redis forgot.
+
+    Under everysec, Redis postpones its AOF write for up to 2 s while a
+    background fsync is still running, and answers meanwhile: a kill then loses
+    acknowledged writes. A lost start makes the run start again as the same
+    attempt and run its steps again, which I3 would flag. An execution counts as
+    forgotten only when one of its steps started again in the same attempt and a
+    kill fell between the two starts; its events before the second start are left
+    out, and their number is reported, not asserted (the window is measured).
+    """
+
+    def __init__(self, path: Path, kills: list[int]) -> None:
+        super().__init__(path)
+        self._kills = kills
+
+    def forgotten(self) -> dict[tuple[str, int], int]:
+        """(run id, attempt) -> when its surviving execution began (ns)."""
+        starts: dict[tuple[str, str, int], list[int]] = {}
+        for e in super().events():
+            if e.event == "start":
+                starts.setdefault((e.run_id, e.step, e.attempt), []).append(e.ns)
+        cut: dict[tuple[str, int], int] = {}
+        for (run_id, _step, attempt), times in starts.items():
+            again = max(times)
+            if len(times) > 1 and any(min(times) < k < again for k in self._kills):
+                cut[run_id, attempt] = max(cut.get((run_id, attempt), 0), again)
+        return cut
+
+    def events(self) -> list[Event]:
+        cut = self.forgotten()
+        return [
+            e for e in super().events() if e.ns >= cut.get((e.run_id, e.attempt), 0)
+        ]
 
 
 def _consistent(client: redis.Redis, prefix: str) -> list[str]:
