@@ -56,7 +56,7 @@ class DirectCommands:
         self._closing: set[asyncio.Task[None]] = set()
 
     async def execute(self, *args: Any) -> Any:
-        conn = self._idle.pop() if self._idle else self._pool.make_connection()
+        conn = self._check_out()
         try:
             reply = await self._round_trip(conn, conn.pack_command(*args), 1)
         except ResponseError:
@@ -71,7 +71,7 @@ class DirectCommands:
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not commands:
             return []
-        conn = self._idle.pop() if self._idle else self._pool.make_connection()
+        conn = self._check_out()
         try:
             replies = await self._round_trip(
                 conn, conn.pack_commands(commands), len(commands)
@@ -104,6 +104,9 @@ class DirectCommands:
                 if failures > RETRIES:
                     raise
                 await asyncio.sleep(RETRY_BACKOFF.compute(failures))
+
+    def _check_out(self) -> Any:
+        return self._idle.pop() if self._idle else self._pool.make_connection()
 
     def _check_in(self, conn: Any) -> None:
         if self._closed:

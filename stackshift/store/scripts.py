@@ -95,11 +95,12 @@ async def call(
     args: list[Any],
 ) -> Any:
     """EVALSHA, loading the scripts again if Redis lost them."""
+    command = _evalsha(script, keys, args)
     try:
-        return await commands.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await commands.execute(*command)
     except NoScriptError:
         await ensure_loaded(commands, scripts)
-        return await commands.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await commands.execute(*command)
 
 
 async def call_many(
