@@ -152,8 +152,11 @@ class _SurvivingLedger(Ledger):
 
     def forgotten(self) -> dict[tuple[str, int], int]:
         """(run id, attempt) -> when its surviving execution began (ns)."""
+        return self._forgotten(super().events())
+
+    def _forgotten(self, events: list[Event]) -> dict[tuple[str, int], int]:
         starts: dict[tuple[str, str, int], list[int]] = {}
-        for e in super().events():
+        for e in events:
             if e.event == "start":
                 starts.setdefault((e.run_id, e.step, e.attempt), []).append(e.ns)
         cut: dict[tuple[str, int], int] = {}
@@ -164,10 +167,9 @@ class _SurvivingLedger(Ledger):
         return cut
 
     def events(self) -> list[Event]:
-        cut = self.forgotten()
-        return [
-            e for e in super().events() if e.ns >= cut.get((e.run_id, e.attempt), 0)
-        ]
+        events = super().events()  # the file is read once
+        cut = self._forgotten(events)
+        return [e for e in events if e.ns >= cut.get((e.run_id, e.attempt), 0)]
 
 
 def _consistent(client: redis.Redis, prefix: str) -> list[str]:
