@@ -14,12 +14,21 @@ from .errors import (
     UnknownJobError,
 )
 from .queue import Queue, RunHandle
-from .serialization import ErrorInfo, RunInfo, RunStatus, StepInfo
+from .serialization import (
+    ErrorInfo,
+    EventReceipt,
+    ReceivedEvent,
+    RunInfo,
+    RunStatus,
+    StepInfo,
+    WaitInfo,
+)
 from .worker import Worker
 
 __all__ = [
     "ConfigError",
     "ErrorInfo",
+    "EventReceipt",
     "InvalidNameError",
     "JobContext",
     "JobFailed",
@@ -27,6 +36,7 @@ __all__ = [
     "NonRetriableError",
     "PayloadError",
     "Queue",
+    "ReceivedEvent",
     "RunHandle",
     "RunInfo",
     "RunStatus",
@@ -35,5 +45,6 @@ __all__ = [
     "StepInfo",
     "StoreError",
     "UnknownJobError",
+    "WaitInfo",
     "Worker",
 ]

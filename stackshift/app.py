@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Duration, Settings, prefix_from_env, to_seconds, url_from_env
 from .context import State
-from .errors import StackshiftError
-from .queue import Queue, RunHandle
+from .errors import PayloadError, StackshiftError
+from .queue import (
+    Queue,
+    RunHandle,
+    checked_correlation_id,
+    inherited_correlation_id,
+)
 from .registry import Handler, Registry, build_spec
-from .serialization import RunInfo
+from .serialization import EventReceipt, RunInfo, RunStatus, encode
 from .store import Store
+from .store.keys import check_name, key_part, new_event_id
 from .store.notify import ResultWaiter
 
 if TYPE_CHECKING:
@@ -52,6 +58,10 @@ class Stackshift:
         default_retries: retries of a job that does not set its own (default 3).
         default_timeout: per-attempt timeout of a job that does not set its own
             (default 30 min; None: no limit).
+        event_lookback: how far back a wait for an event looks for one sent
+            before it was registered, since its run was made (default 10 min).
+        event_dedupe_ttl: how long an event id, sent again, is a no-op
+            (default 24 h).
     """
 
     def __init__(
@@ -66,6 +76,8 @@ class Stackshift:
         max_deliveries: int = 5,
         default_retries: int = 3,
         default_timeout: Duration | None = timedelta(minutes=30),
+        event_lookback: Duration = timedelta(minutes=10),
+        event_dedupe_ttl: Duration = timedelta(hours=24),
     ) -> None:
         self.settings = Settings(
             url=url_from_env(url),
@@ -79,6 +91,8 @@ class Stackshift:
             default_timeout=None
             if default_timeout is None
             else to_seconds(default_timeout, name="default_timeout"),
+            event_lookback=to_seconds(event_lookback, name="event_lookback"),
+            event_dedupe_ttl=to_seconds(event_dedupe_ttl, name="event_dedupe_ttl"),
         )
         self.store = Store(self.settings)
         self.registry = Registry()
@@ -127,6 +141,79 @@ class Stackshift:
             )
         return RunHandle(run_id, False, self._waiter)
 
+    async def cancel(self, run_id: str, *, reason: str = "") -> RunStatus:
+        """Cancel a run.
+
+        A queued, scheduled or suspended run is cancelled at once. A running
+        run's handler is cancelled (``CancelledError`` inside the job) by the
+        worker that runs it, and the run ends ``cancelled``; if that worker is
+        gone, the run ends cancelled when its entry is taken over. A cancelled
+        run never starts again. Idempotent: cancelling an ended run changes
+        nothing.
+
+        Returns:
+            The run's status after the call: ``CANCELLED``; ``RUNNING`` when a
+            running run was asked to stop (it ends cancelled shortly, unless it
+            completes first); or the status it had already ended with.
+
+        Raises:
+            StackshiftError: the run does not exist (or its record expired).
+        """
+        outcome, detail = await self.store.cancel(run_id, reason)
+        if outcome == "missing":
+            raise StackshiftError(
+                f"run {run_id} does not exist (or its record expired)"
+            )
+        if outcome == "ended":
+            return RunStatus(detail)
+        if outcome == "requested":
+            return RunStatus.RUNNING
+        if detail == "1":  # a child run: its parent is told now
+            await self.store.hand_off(run_id)
+        return RunStatus.CANCELLED
+
+    async def send_event(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> EventReceipt:
+        """Send an event: each job subscribed to ``name`` (``on_event``) gets a
+        run of it, and each run waiting for it (``step.wait_for_event``) with a
+        matching ``match`` resumes. Delivery is at least once, and idempotent
+        per event id: one run per subscribed job, one resume per waiter.
+
+        Args:
+            name: the event name (``[A-Za-z0-9_.-]{1,64}``); no subscriber or
+                waiter is fine.
+            data: JSON data (a dict, or a msgspec Struct), size-limited like
+                payloads.
+            id: the event's id: sending the same (name, id) again within
+                ``event_dedupe_ttl`` is a no-op. Default: a new unique id.
+            correlation_id: given to the runs it makes; default: inherited from
+                the calling job or request context.
+
+        Returns:
+            An ``EventReceipt``: the id, and ``duplicate`` if it was seen already.
+        """
+        check_name(name, "event")
+        event_id = new_event_id() if id is None else id
+        key_part(event_id, "event id")  # validated before any I/O
+        raw = encode(data)
+        limit = self.settings.max_payload_bytes
+        if len(raw) > limit:
+            raise PayloadError(
+                f"event {name!r} data is {len(raw)} bytes of JSON; the limit is "
+                f"{limit} (max_payload_bytes)"
+            )
+        correlation = (
+            checked_correlation_id(correlation_id) or inherited_correlation_id()
+        )
+        sent, _entry = await self.store.send_event(name, event_id, raw, correlation)
+        return EventReceipt(event_id, duplicate=not sent)
+
     async def dead_letters(
         self, queue: str = "default", limit: int = 100
     ) -> list[RunInfo]:
@@ -148,6 +235,7 @@ class Stackshift:
         timeout: Duration | None | Any = _DEFAULT,
         payload: Any = None,
         queue: str | None = None,
+        on_event: str | Sequence[str] = (),
     ) -> Callable[[H], H]:
         """Register an async handler as the job ``name``.
 
@@ -159,10 +247,11 @@ class Stackshift:
             timeout: per-attempt limit (default: the app's, 30 min); None: no limit.
             payload: the payload type, when the handler is not annotated
                 ``ctx: JobContext[T]``.
-            queue: accepted for documentation; the queue is chosen at enqueue.
+            queue: where runs made for it go by default: by events (``on_event``),
+                as child runs (``step.invoke``) and crons.
+            on_event: an event name (or several): each event sent with it makes
+                one run of this job, with the event's data as payload.
         """
-        if queue is not None:
-            Queue(queue, self.store, self.registry, self._waiter)  # validates the name
         if timeout is _DEFAULT:
             seconds = self.settings.default_timeout
         else:
@@ -179,6 +268,10 @@ class Stackshift:
                     else retries,
                     backoff=backoff,
                     timeout=seconds,
+                    queue=queue,
+                    on_event=(on_event,)
+                    if isinstance(on_event, str)
+                    else tuple(on_event),
                 )
             )
             return handler

@@ -38,6 +38,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 5  # an entry delivered more often than this is poison
     default_retries: int = 3
     default_timeout: float | None = 30 * 60.0
+    # A wait matches events of its name sent since its run was made, this far
+    # back at most (docs/events-and-time.md: why there is no race).
+    event_lookback: float = 10 * 60.0
+    event_dedupe_ttl: float = 24 * 3600.0  # an event id sent again is a no-op
 
 
 def url_from_env(url: str | None) -> str:

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import functools
-import inspect
-import time
-import typing
-import weakref
+import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import anyio.to_thread
-import msgspec
 import structlog
 
-from .errors import InvalidNameError, NonRetriableError, PayloadError
-from .serialization import StepRecord, encode, step_record_decoder
+from .errors import PayloadError
 
 if TYPE_CHECKING:
-    from .store import Lease, Store
+    from .registry import Registry
+    from .step import Step
+    from .store import EnqueueResult, Lease, Store
 
 T = TypeVar("T")
-R = TypeVar("R")
-
-MAX_STEP_ID = 256
 
 # The run being executed in this task, so that enqueues made from job code (and
 # its log lines) carry its correlation id without being told.
@@ -42,173 +33,40 @@ class LeaseLost(BaseException):
     """
 
 
-# Weak keys: step functions are often lambdas made per call, and a strong cache
-# would keep them (and whatever data they captured) alive.
-_return_types: weakref.WeakKeyDictionary[Callable[..., Any], Any] = (
-    weakref.WeakKeyDictionary()
-)
+class RunSuspended(BaseException):
+    """The run is suspended (it sleeps, or waits for an event or a child run):
+    its handler stops here and runs again, replaying its steps, once what it
+    waits for has come. A BaseException, like ``LeaseLost``, so that job code's
+    ``except Exception`` does not swallow it."""
 
 
-def _return_type(fn: Callable[..., Any]) -> Any:
-    """The return annotation of ``fn`` (the awaited type for async functions)."""
-    try:
-        return _return_types[fn]
-    except (KeyError, TypeError):
-        pass
-    try:
-        found = typing.get_type_hints(fn).get("return", Any)
-    except Exception:  # lambdas, builtins, unresolvable forward references
-        found = Any
-    with contextlib.suppress(TypeError):  # not weakly referenceable: not cached
-        _return_types[fn] = found
-    return found
+# (queue, job, payload, run id, extra record fields, correlation id) -> the
+# result of enqueueing that run: how step.invoke makes its child runs.
+EnqueueChild = Callable[[str, str, Any, str, bytes, str], Awaitable["EnqueueResult"]]
 
 
-def _decode_as(raw: bytes, type_: Any, step_key: str) -> Any:
-    if type_ is Any:
-        return msgspec.json.decode(raw)
-    if type_ is None or type_ is type(None):
-        return None
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except TypeError:  # a type msgspec does not support: plain JSON then
-        return msgspec.json.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise NonRetriableError(
-            f"step {step_key!r}: the recorded result does not match the type "
-            f"{type_!r} (did the step's code change?): {exc}"
-        ) from exc
+@dataclasses.dataclass(slots=True, eq=False)
+class Attempt:
+    """One attempt of a run, as the things a handler calls need it."""
 
+    store: Store
+    lease: Lease
+    number: int  # from 1
+    job: str
+    correlation_id: str
+    created_ms: int  # when the run was made (server clock)
+    recorded: dict[str, bytes]  # step key -> record, from the run's steps hash
+    registry: Registry
+    enqueue_child: EnqueueChild
+    log: Any
 
-class Step:
-    """Memoized steps of one attempt: ``ctx.step``."""
+    @property
+    def run_id(self) -> str:
+        return self.lease.run_id
 
-    def __init__(
-        self,
-        store: Store,
-        lease: Lease,
-        attempt: int,
-        recorded: dict[str, bytes],
-        log: Any,
-        max_bytes: int,
-        state: State,
-    ) -> None:
-        self._store = store
-        self._state = state
-        self._lease = lease
-        self._attempt = attempt
-        self._recorded = recorded
-        self._uses: dict[str, int] = {}
-        self._log = log
-        self._max_bytes = max_bytes
-
-    def _key(self, step_id: str) -> str:
-        if not isinstance(step_id, str) or not step_id or len(step_id) > MAX_STEP_ID:
-            raise InvalidNameError(
-                f"step id must be a non-empty string of at most {MAX_STEP_ID} "
-                f"characters, got {step_id!r}"
-            )
-        n = self._uses[step_id] = self._uses.get(step_id, 0) + 1
-        return step_id if n == 1 else f"{step_id}#{n}"
-
-    @overload
-    async def run(
-        self,
-        step_id: str,
-        fn: Callable[..., Awaitable[R]],
-        /,
-        *args: Any,
-        returns: Any = None,
-        **kwargs: Any,
-    ) -> R: ...
-
-    @overload
-    async def run(
-        self,
-        step_id: str,
-        fn: Callable[..., R],
-        /,
-        *args: Any,
-        returns: Any = None,
-        **kwargs: Any,
-    ) -> R: ...
-
-    async def run(
-        self,
-        step_id: str,
-        fn: Callable[..., Any],
-        /,
-        *args: Any,
-        returns: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Run ``fn(*args, **kwargs)`` once per run and record its result.
-
-        On a later attempt of the same run the recorded result is returned and
-        ``fn`` is not called. Its type comes from ``returns=`` or ``fn``'s return
-        annotation; without either, only JSON values round-trip. A sync ``fn``
-        runs in a worker thread, so it cannot block lease renewals.
-
-        Args:
-            step_id: stable id of the step in this job (kebab-case by convention);
-                used again in one run (a loop), the n-th use is ``"<id>#<n>"``.
-            fn: the function to run, sync or async.
-            returns: the result type, when ``fn`` has no return annotation.
-
-        Returns:
-            The result, decoded from its record: equal on first run and replay.
-        """
-        key = self._key(step_id)
-        type_ = returns if returns is not None else _return_type(fn)
-        recorded = self._recorded.get(key)
-        if recorded is not None:
-            self._log.debug("step_replayed", step=key)
-            record = step_record_decoder.decode(recorded)
-            self._state.skip_increments(record.i)
-            return _decode_as(bytes(record.v), type_, key)
-        increments_before = self._state.increments
-        value = await _call(fn, args, kwargs)
-        raw = encode(value)
-        if len(raw) > self._max_bytes:
-            raise NonRetriableError(
-                f"step {key!r} returned {len(raw)} bytes of JSON; the limit is "
-                f"{self._max_bytes} (store large data elsewhere and return a reference)"
-            )
-        record = StepRecord(
-            n=len(self._recorded) + 1,
-            a=self._attempt,
-            t=time.time_ns() // 1_000_000,
-            v=msgspec.Raw(raw),
-            i=self._state.increments - increments_before,
-        )
-        record_json = encode(record)
-        outcome, first = await self._store.checkpoint(self._lease, key, record_json)
-        if outcome == "lost":
-            raise LeaseLost(key)
-        if outcome == "exists" and first is not None:
-            # A zombie attempt recorded it first: the first record wins, always.
-            self._recorded[key] = first
-            return _decode_as(bytes(step_record_decoder.decode(first).v), type_, key)
-        self._recorded[key] = record_json
-        self._log.debug("step_recorded", step=key)
-        # Decode the record rather than return `value`, so that code after the
-        # step sees exactly what a replay would see (a tuple is a list in both).
-        return _decode_as(raw, type_, key)
-
-
-async def _call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args, **kwargs)
-    # abandon_on_cancel: on shutdown or a lost lease the attempt stops at once;
-    # the thread finishes on its own and its result is dropped (not recorded).
-    result = await anyio.to_thread.run_sync(
-        functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
-    )
-    if inspect.isawaitable(result):  # a lambda returning a coroutine
-        result = await result
-    return result
+    @property
+    def queue(self) -> str:
+        return self.lease.queue
 
 
 class State:
@@ -258,7 +116,8 @@ class JobContext(Generic[T]):
 
     Attributes:
         payload: the payload, decoded into ``T`` (a dict without a type).
-        step: memoized steps (``await ctx.step.run(id, fn, *args)``).
+        step: memoized steps (``await ctx.step.run(id, fn, *args)``), durable
+            sleeps, waits for events and child runs.
         state: durable counters (``await ctx.state.increment(key, by)``).
         run_id, attempt (from 1), queue, job, correlation_id: about this run.
         log: a structlog logger bound to this run.

@@ -15,7 +15,7 @@ from .context import current_correlation_id
 from .errors import PayloadError
 from .registry import Registry
 from .serialization import encode
-from .store import EnqueueRequest, Store
+from .store import EnqueueRequest, EnqueueResult, Store
 from .store.keys import check_name, key_part, new_run_id, queue_of_run
 from .store.notify import ResultWaiter
 
@@ -27,7 +27,7 @@ log = structlog.get_logger("stackshift")
 MAX_CORRELATION_ID = 256
 
 
-def _inherited_correlation_id() -> str:
+def inherited_correlation_id() -> str:
     """The running job's correlation id, else one bound by the caller (a web
     request's structlog context), else '' (the run's own id is used)."""
     value = current_correlation_id.get()
@@ -38,6 +38,17 @@ def _inherited_correlation_id() -> str:
         if isinstance(bound.get(name), str) and bound[name]:
             return str(bound[name])[:MAX_CORRELATION_ID]
     return ""
+
+
+def checked_correlation_id(correlation_id: object) -> str:
+    """A correlation id given by the caller, checked ('' if none)."""
+    if correlation_id is None:
+        return ""
+    if not isinstance(correlation_id, str) or len(correlation_id) > MAX_CORRELATION_ID:
+        raise PayloadError(
+            f"correlation_id must be a str of at most {MAX_CORRELATION_ID} characters"
+        )
+    return correlation_id
 
 
 class RunHandle:
@@ -102,17 +113,13 @@ class Queue:
         correlation_id: str | None,
         delay: Duration | None,
         run_at: datetime | float | None,
+        run_id: str | None = None,
+        extra: bytes = b"",
     ) -> EnqueueRequest:
         check_name(job, "job")
         if idempotency_key is not None:
             key_part(idempotency_key, "idempotency key")  # validates before any I/O
-        if correlation_id is not None and (
-            not isinstance(correlation_id, str)
-            or len(correlation_id) > MAX_CORRELATION_ID
-        ):
-            raise PayloadError(
-                f"correlation_id must be a str of at most {MAX_CORRELATION_ID} characters"
-            )
+        checked_correlation_id(correlation_id)
         if delay is not None and run_at is not None:
             raise PayloadError("give delay= or run_at=, not both")
         data = self._encode_payload(job, payload)
@@ -121,13 +128,14 @@ class Queue:
             ts = run_at.timestamp() if isinstance(run_at, datetime) else float(run_at)
             run_at_ms = int(ts * 1000)
         return EnqueueRequest(
-            run_id=new_run_id(self.name),
+            run_id=run_id or new_run_id(self.name),
             job=job,
             payload=data,
-            correlation_id=correlation_id or _inherited_correlation_id(),
+            correlation_id=correlation_id or inherited_correlation_id(),
             idempotency_key=idempotency_key,
             delay_ms=to_ms(delay, name="delay") if delay is not None else -1,
             run_at_ms=run_at_ms,
+            extra=extra,
         )
 
     def _encode_payload(self, job: str, payload: Any) -> bytes:
@@ -195,6 +203,29 @@ class Queue:
         # not configured structlog would print every enqueue.
         res = await self._store.enqueue(self.name, req)
         return RunHandle(res.run_id, res.deduplicated, self._waiter, self.name)
+
+    async def enqueue_made(
+        self,
+        job: str,
+        payload: Any,
+        *,
+        run_id: str,
+        extra: bytes,
+        correlation_id: str,
+    ) -> EnqueueResult:
+        """Enqueue a run whose id is made from what it stands for (a child run
+        of step.invoke): a second call with that id finds the first run."""
+        req = self._request(
+            job,
+            payload,
+            idempotency_key=None,
+            correlation_id=correlation_id,
+            delay=None,
+            run_at=None,
+            run_id=run_id,
+            extra=extra,
+        )
+        return await self._store.enqueue(self.name, req)
 
     async def enqueue_many(
         self,

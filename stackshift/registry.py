@@ -54,10 +54,16 @@ class JobSpec:
     retries: int
     backoff: BackoffPolicy
     timeout: float | None
+    queue: str | None = (
+        None  # where its runs go unless told (Job.enqueue, events, crons)
+    )
+    return_type: Any = Any  # what results decode into (RunHandle, step.invoke)
+    on_event: tuple[str, ...] = ()  # event names that each make a run of it
 
 
-def payload_type_of(handler: Handler) -> Any:
-    """``T`` from the handler's ``ctx: JobContext[T]`` annotation, else ``Any``."""
+def handler_types(handler: Handler) -> tuple[Any, Any]:
+    """(``T`` from the handler's ``ctx: JobContext[T]`` annotation, else
+    ``Any``; its return annotation, else ``Any``)."""
     from .context import JobContext
 
     params = list(inspect.signature(handler).parameters.values())
@@ -70,10 +76,15 @@ def payload_type_of(handler: Handler) -> Any:
             f"cannot resolve the annotations of {handler!r}: {exc}"
         ) from exc
     annotation = hints.get(params[0].name)
+    payload: Any = Any
     if typing.get_origin(annotation) is JobContext:
-        (arg,) = typing.get_args(annotation)
-        return arg
-    return Any
+        (payload,) = typing.get_args(annotation)
+    return payload, hints.get("return", Any)
+
+
+def payload_type_of(handler: Handler) -> Any:
+    """``T`` from the handler's ``ctx: JobContext[T]`` annotation, else ``Any``."""
+    return handler_types(handler)[0]
 
 
 class Registry:
@@ -105,6 +116,17 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._jobs)
 
+    def specs(self) -> list[JobSpec]:
+        return [self._jobs[name] for name in sorted(self._jobs)]
+
+    def subscriptions(self) -> dict[str, list[tuple[str, str]]]:
+        """Event name -> [(job, queue)] of the jobs with ``on_event``."""
+        subs: dict[str, list[tuple[str, str]]] = {}
+        for spec in self.specs():
+            for event in spec.on_event:
+                subs.setdefault(event, []).append((spec.name, spec.queue or "default"))
+        return subs
+
 
 def build_spec(
     name: str,
@@ -114,11 +136,30 @@ def build_spec(
     retries: int,
     backoff: Duration | Callable[[int], Duration] | None,
     timeout: float | None,
+    queue: str | None = None,
+    on_event: str | tuple[str, ...] | list[str] = (),
 ) -> JobSpec:
     check_name(name, "job")
     if not inspect.iscoroutinefunction(handler):
         raise ConfigError(f"job {name!r}: the handler must be an async function")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ConfigError(f"job {name!r}: retries must be an int >= 0, got {retries!r}")
-    payload_type = payload if payload is not None else payload_type_of(handler)
-    return JobSpec(name, handler, payload_type, retries, make_backoff(backoff), timeout)
+    if queue is not None:
+        check_name(queue, "queue")
+    events = (on_event,) if isinstance(on_event, str) else tuple(on_event)
+    for event in events:
+        check_name(event, "event")
+    payload_type, return_type = handler_types(handler)
+    if payload is not None:
+        payload_type = payload
+    return JobSpec(
+        name,
+        handler,
+        payload_type,
+        retries,
+        make_backoff(backoff),
+        timeout,
+        queue=queue,
+        return_type=return_type,
+        on_event=events,
+    )

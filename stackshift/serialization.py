@@ -43,12 +43,14 @@ class RunStatus(enum.StrEnum):
     QUEUED = "queued"  # in the stream, waiting for a worker
     SCHEDULED = "scheduled"  # in the delayed set: a delay, or a retry's backoff
     RUNNING = "running"  # a worker holds its entry
+    SUSPENDED = "suspended"  # sleeping, waiting for an event or a child run
     COMPLETED = "completed"  # finished; result kept for the retention TTL
     FAILED = "failed"  # out of attempts or non-retriable: dead-lettered
+    CANCELLED = "cancelled"  # cancelled; kept for the retention TTL
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED)
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -71,9 +73,86 @@ class StepRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     # advances the run's increment numbering by this much, so that increments
     # after the step keep their numbers.
     i: int = 0
+    # What kind of step recorded it: "" for step.run, else "sleep", "event" or
+    # "invoke" (a step id reused for another kind fails the run, clearly).
+    k: str = ""
+    # The error a step resolved to: an invoked child run that failed or timed out.
+    e: ErrorInfo | None = None
 
 
 step_record_decoder = msgspec.json.Decoder(StepRecord)
+
+
+class Wait(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One thing a suspended run waits for, as its record keeps it."""
+
+    step: str  # the step key it resolves
+    kind: str  # "sleep", "event" or "invoke"
+    at: int | None = None  # when it resolves anyway (ms): wake time, or timeout
+    after: int | None = None  # the same, from when it suspends (ms): Lua sets at
+    events: list[str] | None = None  # event names (kind "event")
+    match: dict[str, Any] | None = None  # top-level fields the event must have
+    child: str | None = None  # the child run (kind "invoke")
+
+
+class Waiting(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A suspended run's ``waiting`` field: its waits, and the earliest deadline."""
+
+    waits: list[Wait]
+    until: int | None = None
+
+
+waiting_decoder = msgspec.json.Decoder(Waiting)
+
+
+class EventValue(msgspec.Struct, frozen=True):
+    """The record value of a wait_for_event step an event resolved (written by
+    the router, or by the waiting run itself when it found the event by
+    looking back)."""
+
+    name: str
+    id: str
+    data: msgspec.Raw
+    correlation_id: str = ""
+
+
+class ChildValue(msgspec.Struct, frozen=True):
+    """The record value of an invoke step: its child, and the child's result
+    (its error, if it failed, is the record's ``e``)."""
+
+    run_id: str
+    result: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class EventReceipt(msgspec.Struct, frozen=True):
+    """What ``send_event`` returns: the event's id, and whether that id had
+    been sent already (then nothing was done)."""
+
+    id: str
+    duplicate: bool = False
+
+
+class ReceivedEvent(msgspec.Struct, frozen=True):
+    """What ``step.wait_for_event`` returns when it waits for several names:
+    which event came, and its data."""
+
+    name: str
+    data: Any
+    id: str
+    correlation_id: str | None = None
+
+
+class WaitInfo(msgspec.Struct, frozen=True):
+    """What a suspended run waits for (``RunInfo.waiting_for``)."""
+
+    step_id: str
+    kind: str  # "sleep", "event" or "invoke"
+    until: datetime | None = None  # its wake time, or its timeout
+    events: list[str] | None = None
+    match: dict[str, Any] | None = None
+    child_run_id: str | None = None
+
+
 error_decoder = msgspec.json.Decoder(ErrorInfo)
 
 
@@ -105,6 +184,11 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker: str | None = None
+    # A suspended run: what it waits for, and when it wakes anyway.
+    waiting_for: list[WaitInfo] = msgspec.field(default_factory=list)
+    wakes_at: datetime | None = None
+    parent_run_id: str | None = None  # a child run made by step.invoke
+    cancel_requested: bool = False
 
 
 def _int(fields: dict[str, str], name: str) -> int | None:
@@ -126,6 +210,7 @@ def run_info_from_hash(
     )
     error = fields.get("error")
     result = fields.get("result")
+    waiting = _waiting(fields.get("waiting"))
     return RunInfo(
         run_id=run_id,
         job=fields.get("job", ""),
@@ -151,7 +236,33 @@ def run_info_from_hash(
         started_at=ms_to_datetime(_int(fields, "started_at")),
         finished_at=ms_to_datetime(_int(fields, "finished_at")),
         worker=fields.get("worker") or None,
+        waiting_for=[
+            WaitInfo(
+                step_id=w.step,
+                kind=w.kind,
+                until=ms_to_datetime(w.at),
+                events=w.events,
+                match=w.match,
+                child_run_id=w.child,
+            )
+            for w in waiting.waits
+        ]
+        if waiting
+        else [],
+        wakes_at=ms_to_datetime(waiting.until) if waiting else None,
+        parent_run_id=fields.get("parent") or None,
+        cancel_requested=bool(fields.get("cancel")),
     )
+
+
+def _waiting(raw: str | None) -> Waiting | None:
+    if not raw:
+        return None
+    try:
+        return waiting_decoder.decode(raw)
+    except msgspec.DecodeError:  # written by Lua: numbers may come back as floats
+        plain = _any_decoder.decode(raw)
+        return msgspec.convert(plain, Waiting, strict=False)
 
 
 def _decode_lenient(raw: str | bytes | None) -> Any:

@@ -21,7 +21,8 @@ def test_all_is_sorted_and_complete() -> None:
     assert stackshift.__all__ == sorted(stackshift.__all__)
     public = {n for n in dir(stackshift) if not n.startswith("_")}
     modules = {"app", "cli", "config", "context", "errors", "logs", "queue",
-               "registry", "serialization", "store", "worker"}  # fmt: skip
+               "registry", "serialization", "step", "store", "suspension",
+               "worker"}  # fmt: skip
     assert public - modules == set(stackshift.__all__)
 
 

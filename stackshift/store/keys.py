@@ -4,15 +4,22 @@ Layout (``P`` is the prefix, ``stackshift:`` by default; docs/redis-layout.md
 mirrors this module):
 
 - Per queue, all in hash slot ``{<queue>}`` so one script can touch them all on
-  Redis Cluster: ``P{q}:stream``, ``P{q}:delayed``, ``P{q}:dead``, ``P{q}:stats``,
-  ``P{q}:run:<run_id>``, ``P{q}:steps:<run_id>``, ``P{q}:idem:<key>``,
-  ``P{q}:queued:<ms>`` (where queued runs without a record are), and the
-  pub/sub channel ``P{q}:finished``.
+  Redis Cluster: ``P{q}:stream``, ``P{q}:delayed``, ``P{q}:suspended``,
+  ``P{q}:completed``, ``P{q}:cancelled``, ``P{q}:dead``, ``P{q}:stats``,
+  ``P{q}:handoffs``, ``P{q}:cancels``, ``P{q}:run:<run_id>``,
+  ``P{q}:steps:<run_id>``, ``P{q}:idem:<key>``, ``P{q}:queued:<ms>`` (where
+  queued runs without a record are), ``P{q}:cron:<name>``, and the pub/sub
+  channels ``P{q}:finished``, ``P{q}:wake`` and ``P{q}:cancel``.
 - Per counter, in its own slot: ``P{c:<key>}`` and ``P{c:<key>}:seen:<run_id>``.
+- Events: the routing stream ``P{events}:stream``, ``P{events}:seen:<name>:<id>``
+  and ``P{events}:subs``, in slot ``{events}``; per event name, in slot
+  ``{e:<name>}``: ``P{e:<name>}:log``, ``:waiters``, ``:expiry``, ``:shapes`` and
+  ``:routed:<id>``.
+- The registry of queues, ``P{registry}:queues``.
 
-User text (idempotency and counter keys) enters a key as-is only when it is short
-and made of safe characters; otherwise its SHA-256 goes in and the original is
-kept inside the value for display.
+User text (idempotency and counter keys, event ids) enters a key as-is only when
+it is short and made of safe characters; otherwise its SHA-256 goes in and the
+original is kept inside the value for display.
 """
 
 from __future__ import annotations
@@ -105,6 +112,28 @@ def new_run_id(queue: str) -> str:
     return f"{_clock.next()}.{queue}"
 
 
+def new_event_id() -> str:
+    """An event id for an event sent without one: unique, time-sortable."""
+    return "evt_" + _clock.next()
+
+
+def derived_run_id(queue: str, time_ms: int, seed: str) -> str:
+    """A run id made from what it stands for, not at random: the same ``seed``
+    (an event id and job, a parent run and step, a cron tick) always gives the
+    same id, so whoever makes that run a second time finds it exists. Sorted
+    by ``time_ms`` like any other id."""
+    digest = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:10], "big")
+    return f"{_encode_pairs(time_ms, 5)}{_encode_pairs(digest, 8)}.{queue}"
+
+
+def time_of_run(run_id: str) -> int:
+    """The creation time (ms) written in a run id's first 10 characters."""
+    value = 0
+    for char in run_id[:10]:
+        value = value * 32 + _CROCKFORD.index(char)
+    return value
+
+
 def queue_of_run(run_id: object) -> str:
     """The queue a run id belongs to; raise ``InvalidNameError`` if malformed."""
     match = _RUN_ID_RE.match(run_id) if isinstance(run_id, str) else None
@@ -116,16 +145,38 @@ def queue_of_run(run_id: object) -> str:
 class QueueKeys:
     """Key names of one queue, all sharing the hash tag ``{<queue>}``."""
 
-    __slots__ = ("_base", "dead", "delayed", "finished", "name", "stats", "stream")
+    __slots__ = (
+        "_base",
+        "cancel_channel",
+        "cancelled",
+        "cancels",
+        "completed",
+        "dead",
+        "delayed",
+        "finished",
+        "handoffs",
+        "name",
+        "stats",
+        "stream",
+        "suspended",
+        "wake",
+    )
 
     def __init__(self, prefix: str, queue: str) -> None:
         self.name = check_name(queue, "queue")
         self._base = f"{prefix}{{{queue}}}:"
         self.stream = self._base + "stream"
-        self.delayed = self._base + "delayed"
+        self.delayed = self._base + "delayed"  # scheduled runs, by due time
+        self.suspended = self._base + "suspended"  # by deadline (inf: none)
+        self.completed = self._base + "completed"  # by when they ended
+        self.cancelled = self._base + "cancelled"
         self.dead = self._base + "dead"
         self.stats = self._base + "stats"
-        self.finished = self._base + "finished"  # pub/sub channel
+        self.handoffs = self._base + "handoffs"  # children to tell their parent
+        self.cancels = self._base + "cancels"  # entry id -> run asked to cancel
+        self.finished = self._base + "finished"  # pub/sub: a run ended
+        self.wake = self._base + "wake"  # pub/sub: an earlier due time
+        self.cancel_channel = self._base + "cancel"  # pub/sub: cancel a running run
 
     @property
     def base(self) -> str:
@@ -141,11 +192,36 @@ class QueueKeys:
     def queued_index(self, run_id: str) -> tuple[str, str]:
         """(bucket key, field) indexing a queued run that has no record yet: a
         hash per millisecond of run ids (an id's first 10 characters are its
-        time), field = the rest of the id's 26 characters (_prelude.lua)."""
+        time), field = the rest of the id's 26 characters (_enqueue.lua)."""
         return f"{self._base}queued:{run_id[:10]}", run_id[10:26]
+
+    def bucket(self, run_id: str) -> str:
+        """The queued-index bucket of a run (see ``queued_index``)."""
+        return f"{self._base}queued:{run_id[:10]}"
 
     def idem(self, idempotency_key: str) -> str:
         return self._base + "idem:" + key_part(idempotency_key, "idempotency key")
+
+    def cron(self, name: str) -> str:
+        return self._base + "cron:" + check_name(name, "cron")
+
+
+class EventKeys:
+    """Key names of one event name, all sharing the hash tag ``{e:<name>}``:
+    its recent events (which waits look back over) and its waiters."""
+
+    __slots__ = ("_base", "expiry", "index", "log", "name", "shapes")
+
+    def __init__(self, prefix: str, name: str) -> None:
+        self.name = check_name(name, "event")
+        self._base = f"{prefix}{{e:{name}}}:"
+        self.log = self._base + "log"
+        self.index = self._base + "waiters"
+        self.expiry = self._base + "expiry"
+        self.shapes = self._base + "shapes"
+
+    def routed(self, event_id: str) -> str:
+        return self._base + "routed:" + key_part(event_id, "event id")
 
 
 class Keys:
@@ -154,12 +230,37 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = check_prefix(prefix)
         self._queues: dict[str, QueueKeys] = {}
+        self._events: dict[str, EventKeys] = {}
 
     def queue(self, name: str) -> QueueKeys:
         keys = self._queues.get(name)
         if keys is None:
             keys = self._queues[name] = QueueKeys(self.prefix, name)
         return keys
+
+    def events(self, name: str) -> EventKeys:
+        keys = self._events.get(name)
+        if keys is None:
+            keys = self._events[name] = EventKeys(self.prefix, name)
+        return keys
+
+    @property
+    def event_stream(self) -> str:
+        """The stream every sent event goes through to be routed."""
+        return f"{self.prefix}{{events}}:stream"
+
+    def event_seen(self, name: str, event_id: str) -> str:
+        return f"{self.prefix}{{events}}:seen:{name}:{key_part(event_id, 'event id')}"
+
+    @property
+    def subscriptions(self) -> str:
+        """Which jobs the events of each name make runs of (``on_event``)."""
+        return f"{self.prefix}{{events}}:subs"
+
+    @property
+    def queue_registry(self) -> str:
+        """The names of the queues anyone has used."""
+        return f"{self.prefix}{{registry}}:queues"
 
     def counter(self, key: str) -> str:
         return f"{self.prefix}{{c:{key_part(key, 'counter key')}}}"

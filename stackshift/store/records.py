@@ -74,6 +74,9 @@ class EnqueueRequest:
     idempotency_key: str | None = None
     delay_ms: int = -1
     run_at_ms: int = -1
+    # Fields the run's record must hold from the start (JSON object; b"" for
+    # none): the parent of an invoked child run, the event a run was made for.
+    extra: bytes = b""
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -84,7 +87,57 @@ class QueueStats:
     scheduled: int  # in the delayed set (delays and retry backoffs)
     dead: int  # dead-lettered runs kept for inspection
     consumers: int
-    totals: dict[str, int]  # enqueued / completed / retried / failed since creation
+    # enqueued / completed / retried / failed / cancelled / suspended since creation
+    totals: dict[str, int]
+    suspended: int = 0  # sleeping, waiting for an event or for a child run
+
+
+# --- how a run leaves a worker (store/finish.py, lua/_finish.lua) -----------
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Complete:
+    result: bytes  # the job's return value, JSON
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Retry:
+    error: bytes  # ErrorInfo, JSON
+    backoff_ms: int
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class DeadLetter:
+    error: bytes  # ErrorInfo, JSON
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Cancel:
+    error: bytes  # ErrorInfo, JSON: why (type "Cancelled")
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Suspend:
+    waiting: bytes  # {"waits": [...]}, JSON (context.py Suspension)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Release:
+    """A hand-back at shutdown: the run goes back to its queue."""
+
+
+Finish = Complete | Retry | DeadLetter | Cancel | Suspend | Release
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Finished:
+    """What a finish did: ``ok``; ``lost`` (not ours any more, nothing
+    written); ``handoff`` (ok, and the run's parent must be told); ``resolved``
+    (a suspend found a waited step recorded already: the run goes on, with
+    ``steps``)."""
+
+    outcome: str
+    steps: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 def as_str(value: Any) -> str:
@@ -117,3 +170,20 @@ def store_error(what: str, exc: RedisError) -> StoreError:
     if "NOPERM" in text:
         return StoreError(f"{what}: Redis ACL denied it: {text}")
     return StoreError(f"{what}: {type(exc).__name__}: {text}")
+
+
+def confirm(lease: Lease, ok: bool) -> None:
+    """Settle an early start (intake.py): its run may write (True) or must
+    stop (False)."""
+    if lease.ready is not None and not lease.ready.done():
+        lease.ready.set_result(ok)
+
+
+async def confirmed(lease: Lease) -> bool:
+    """Whether the run may write: at once, unless it was started early and
+    start.lua has not answered yet (then wait for it)."""
+    if lease.ready is None:
+        return True
+    if lease.ready.done():
+        return lease.ready.result()
+    return await asyncio.shield(lease.ready)

@@ -21,25 +21,37 @@ from .commands import Commands
 
 SCRIPT_NAMES = (
     "bury",
+    "cancel",
     "checkpoint",
-    "complete",
+    "cron_tick",
     "enqueue",
-    "fail",
-    "fetch",
+    "event_route",
+    "event_send",
+    "event_wait",
+    "finish",
     "increment",
-    "promote",
     "prune",
     "redrive",
-    "release",
     "renew",
+    "resume",
     "start",
+    "timers",
 )
 
-# Code shared by scripts beyond the prelude: prepended to the scripts that use it.
+# Code shared by scripts beyond the prelude, prepended (in this order) to the
+# scripts that use it: how a run is made (_enqueue), how a suspended run goes
+# back to its queue (_resume), every way a run leaves a worker (_finish), how
+# an attempt starts (_start).
+_FINISHING = ("_resume.lua", "_finish.lua")
 LIBRARIES = {
-    "complete": ("_complete.lua",),
-    "fetch": ("_start.lua", "_complete.lua"),
-    "start": ("_start.lua",),
+    "bury": _FINISHING,
+    "cancel": _FINISHING,
+    "cron_tick": ("_enqueue.lua",),
+    "enqueue": ("_enqueue.lua",),
+    "finish": _FINISHING,
+    "resume": ("_resume.lua",),
+    "start": (*_FINISHING, "_start.lua"),
+    "timers": ("_resume.lua",),
 }
 
 

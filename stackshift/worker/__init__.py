@@ -1,10 +1,14 @@
-"""Worker: fetch loop, runners, lease keeper, reclaimer and scheduler, together.
+"""Worker: a lane per queue, runners, lease keeper, scheduler, notices and
+the event router, together.
 
-fetch (XREADGROUP) ─┐
-                    ├─▶ dispatch (start.lua, batched) ─▶ runner ─▶ complete/fail.lua
-reclaim (XAUTOCLAIM)┘                                      ▲
-lease keeper ── renew.lua every lease_timeout/3 ───────────┘ (cancels lost runs)
-scheduler ── promote.lua: delayed set ─▶ stream
+lane (per queue): read (XREADGROUP) ─┐
+                                     ├─▶ dispatch (start.lua) ─▶ runner ─▶ finish.lua
+          reclaim (XAUTOCLAIM) ──────┘                             ▲
+lease keeper ── renew.lua every lease_timeout/3 ───────────────────┘ (stops lost
+                                                                  or cancelled runs)
+scheduler ── timers.lua: due runs ─▶ stream; cron ticks; hand-offs left undone
+notices ── pub/sub: wake the scheduler, cancel a running run
+event router ── events stream ─▶ event_route.lua, runs of subscribed jobs, resume.lua
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from anyio.abc import TaskStatus
 from ..errors import ConfigError, StoreError
 from ..store import StartResult
 from ..store.keys import check_name
-from .dispatch import Dispatcher, Intake
-from .fetch import BLOCK_MS, BURST_BLOCK_MS, Fetcher
+from .dispatch import Dispatcher
+from .events import EventRouter
 from .health import HealthReporter
+from .lane import BLOCK_MS, BURST_BLOCK_MS, Lane
 from .lease import LeaseKeeper
-from .reclaim import Reclaimer
+from .notices import Notices
 from .runner import Runner
 from .scheduler import Scheduler
 from .slots import Slots
@@ -98,7 +103,10 @@ class Worker:
         self._leases = LeaseKeeper(store, self.consumer, lease_timeout)
         self._scheduler = Scheduler(store, self.queues)
         self._runner = Runner(app, self._leases, self._slots, self._scheduler.poke)
-        self._dispatcher = Dispatcher(store, self.consumer, self._slots, self._spawn)
+        self._notices = Notices(
+            store, self.queues, self._scheduler.poke, self._leases.cancel_run
+        )
+        self._router = EventRouter(store, self.consumer, lease_timeout)
         self._stop = asyncio.Event()
         self._run_tasks: set[asyncio.Task[None]] = set()
         self._health = (
@@ -130,6 +138,9 @@ class Worker:
         await self._startup_checks()
         for queue in self.queues:
             await self._store.ensure_group(queue)
+            await self._store.register_queue(queue)
+        await self._store.ensure_event_group()
+        await self._store.subscribe(self.app.registry.subscriptions())
         log.info(
             "worker_started",
             consumer=self.consumer,
@@ -144,23 +155,11 @@ class Worker:
             if self._health is not None:
                 runs.start_soon(self._health.run)
             async with anyio.create_task_group() as loops:
-                intake = Intake(
-                    self._store,
-                    self.consumer,
-                    self.queues,
-                    self._slots,
-                    self._dispatcher,
-                )
-                reclaimer = Reclaimer(intake, self.lease_timeout)
-                fetcher = Fetcher(
-                    intake,
-                    reclaimer,
-                    self._queues_drained,
-                    self._redis_run_id,
-                    block_ms=BURST_BLOCK_MS if self.burst else BLOCK_MS,
-                )
-                loops.start_soon(self._until_done, fetcher.run)
+                await loops.start(self._notices.run)
+                for lane in self._lanes():
+                    loops.start_soon(self._until_done, lane.run)
                 loops.start_soon(self._scheduler.run)
+                loops.start_soon(self._router.run)
                 task_status.started()
                 await self._stop.wait()
                 loops.cancel_scope.cancel()
@@ -176,9 +175,26 @@ class Worker:
             self._health.remove()
         log.info("worker_stopped", consumer=self.consumer)
 
+    def _lanes(self) -> list[Lane]:
+        dispatcher = Dispatcher(self._store, self.consumer, self._slots, self._spawn)
+        return [
+            Lane(
+                self._store,
+                self.consumer,
+                queue,
+                self._slots,
+                dispatcher,
+                self.lease_timeout,
+                self._queues_drained,
+                self._redis_run_id,
+                block_ms=BURST_BLOCK_MS if self.burst else BLOCK_MS,
+            )
+            for queue in self.queues
+        ]
+
     async def _until_done(self, loop: Any) -> None:
         await loop()
-        self._stop.set()  # burst: the fetch loop returned because the queues are empty
+        self._stop.set()  # burst: a lane returned because the queues are empty
 
     def _spawn(self, started: StartResult) -> None:
         # A plain asyncio task per run (cheaper than an anyio task-group child);
@@ -229,7 +245,7 @@ class Worker:
             return False
         for queue in self.queues:
             stats = await self._store.queue_stats(queue)
-            if stats.waiting or stats.running or stats.scheduled:
+            if stats.waiting or stats.running or stats.scheduled or stats.suspended:
                 return False
         return True
 

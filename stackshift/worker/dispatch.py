@@ -1,11 +1,10 @@
-"""Dispatch: starts delivered entries (one pipelined round trip per batch) and
-hands each started run to a runner; buries entries that name no usable run.
-Shared by the fetch loop and the reclaimer."""
+"""Dispatch: starts delivered entries of one queue (one start.lua call per
+batch) and hands each started run to a runner; buries entries that name no
+usable run. Shared by a lane's fetch loop and its reclaimer."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -86,16 +85,6 @@ class Dispatcher:
             refused.append((entry, result))
         await self._handle_refused(refused)
 
-    async def dispatch_started(self, started: list[tuple[Entry, StartResult]]) -> None:
-        """Hand over entries read and started in one call (Store.fetch_started)."""
-        await self._handle_refused(
-            [
-                (entry, result)
-                for entry, result in started
-                if not self._hand_over(result)
-            ]
-        )
-
     def _hand_over(self, result: StartResult) -> bool:
         """Spawn a started run, or free the slot of one that will not run. No
         await: every slot is settled before anything else can cancel us."""
@@ -151,15 +140,3 @@ class Dispatcher:
             )
         except StoreError as exc:
             log.warning("bury_failed", entry_id=entry.entry_id, error=str(exc))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Intake:
-    """What the fetch loop and the reclaimer share: where entries come from
-    (store, consumer, queues), the slots they fill, and where they go."""
-
-    store: Store
-    consumer: str
-    queues: list[str]
-    slots: Slots
-    dispatcher: Dispatcher

@@ -22,7 +22,8 @@ class Inflight:
     lease: Lease
     task: asyncio.Task[None] | None
     lost: bool = False  # another worker took the entry over: write nothing more
-    stopping: bool = False  # we cancelled its attempt (lease lost, or shutdown)
+    stopping: bool = False  # we cancelled its attempt (lease lost, shutdown, cancel)
+    cancelled: bool = False  # app.cancel() asked for it: it ends cancelled
     finishing: bool = False  # its outcome is being written: never cancel it now
     timed_out: bool = False  # the job's timeout cancelled its attempt
 
@@ -34,11 +35,12 @@ class Inflight:
         self.timed_out = True
         self.task.cancel()
 
-    def stop(self, *, lost: bool = False) -> None:
+    def stop(self, *, lost: bool = False, cancel: bool = False) -> None:
         """Cancel the attempt, unless its outcome is already being written."""
         if self.finishing or self.task is None:
             return
         self.lost = self.lost or lost
+        self.cancelled = self.cancelled or cancel
         self.stopping = True
         self.task.cancel()
 
@@ -71,6 +73,14 @@ class LeaseKeeper:
         for inflight in list(self._inflight.values()):
             inflight.stop()
 
+    def cancel_run(self, queue: str, run_id: str) -> bool:
+        """app.cancel() asked for this run: stop its handler if it runs here."""
+        for inflight in list(self._inflight.values()):
+            if inflight.lease.queue == queue and inflight.lease.run_id == run_id:
+                inflight.stop(cancel=True)
+                return True
+        return False
+
     async def run(self) -> None:
         """Renew until cancelled; warns when the event loop was blocked."""
         while True:
@@ -93,13 +103,16 @@ class LeaseKeeper:
             by_queue.setdefault(inflight.lease.queue, []).append(inflight)
         for queue, runs in by_queue.items():
             try:
-                lost = await self._store.renew(
+                lost, cancel = await self._store.renew(
                     queue, self._consumer, [r.lease for r in runs]
                 )
             except StoreError as exc:
                 log.warning("lease_renew_failed", queue=queue, error=str(exc))
                 continue
             for inflight in runs:
-                if inflight.lease.entry_id in lost and not inflight.finishing:
+                entry = inflight.lease.entry_id
+                if entry in lost and not inflight.finishing:
                     inflight.stop(lost=True)
                     log.warning("lease_lost", run_id=inflight.lease.run_id, queue=queue)
+                elif entry in cancel:  # the cancel channel's message was missed
+                    inflight.stop(cancel=True)

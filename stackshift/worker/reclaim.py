@@ -1,8 +1,9 @@
-"""Reclaimer: takes over entries of dead or stalled workers (XAUTOCLAIM) once
-their lease has expired, and prunes consumers that left nothing behind.
+"""Reclaimer: takes over a queue's entries of dead or stalled workers
+(XAUTOCLAIM) once their lease has expired, and prunes consumers that left
+nothing behind.
 
-The fetch loop calls it between reads (every half lease timeout): one loop
-owns the free slots, so a blocked read never starves reclaiming.
+The queue's lane calls it between reads (every half lease timeout), so a
+blocked read never starves reclaiming.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import time
 import structlog
 
 from ..errors import StoreError
-from .dispatch import MAX_BATCH, Intake
+from ..store import Store
+from .dispatch import MAX_BATCH, Dispatcher
+from .slots import Slots
 
 log = structlog.get_logger("stackshift.worker")
 
@@ -21,12 +24,20 @@ PRUNE_EVERY = 20  # reclaim ticks between consumer prunes
 
 
 class Reclaimer:
-    def __init__(self, intake: Intake, lease_timeout: float) -> None:
-        self._store = intake.store
-        self._consumer = intake.consumer
-        self._queues = intake.queues
-        self._slots = intake.slots
-        self._dispatcher = intake.dispatcher
+    def __init__(
+        self,
+        store: Store,
+        consumer: str,
+        queue: str,
+        slots: Slots,
+        dispatcher: Dispatcher,
+        lease_timeout: float,
+    ) -> None:
+        self._store = store
+        self._consumer = consumer
+        self._queue = queue
+        self._slots = slots
+        self._dispatcher = dispatcher
         self._lease_ms = int(lease_timeout * 1000)
         self._interval = lease_timeout / 2
         # A live worker's consumer is seen at every read (every few seconds);
@@ -39,17 +50,15 @@ class Reclaimer:
         return max(0.0, self._next - time.monotonic())
 
     async def reclaim_if_due(self) -> int:
-        """Reclaim on every queue if the interval has passed; entries claimed."""
+        """Reclaim if the interval has passed; entries claimed."""
         if time.monotonic() < self._next:
             return 0
         # Jitter, so that workers started together do not scan together.
         self._next = time.monotonic() + self._interval * (0.75 + random.random() / 2)
         self._tick += 1
-        claimed = 0
-        for queue in self._queues:
-            claimed += await self.reclaim(queue)
-            if self._tick % PRUNE_EVERY == 0:
-                await self._prune(queue)
+        claimed = await self.reclaim(self._queue)
+        if self._tick % PRUNE_EVERY == 0:
+            await self._prune(self._queue)
         return claimed
 
     async def reclaim(self, queue: str) -> int:

@@ -11,17 +11,31 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
-from ..context import JobContext, LeaseLost, State, Step, current_correlation_id
-from ..errors import (
-    JobTimeoutError,
-    NonRetriableError,
-    PayloadError,
-    StackshiftError,
-    StoreError,
+from ..context import (
+    Attempt,
+    JobContext,
+    LeaseLost,
+    RunSuspended,
+    State,
+    current_correlation_id,
 )
+from ..errors import JobTimeoutError, NonRetriableError, PayloadError, StoreError
 from ..registry import JobSpec
 from ..serialization import ErrorInfo, decode, encode
-from ..store import Lease, StartResult, Store
+from ..step import Step
+from ..store import (
+    Cancel,
+    Complete,
+    DeadLetter,
+    EnqueueResult,
+    Finish,
+    Lease,
+    Release,
+    Retry,
+    StartResult,
+    Store,
+)
+from ..store.keys import time_of_run
 from .lease import Inflight, LeaseKeeper
 from .slots import Slots
 
@@ -34,24 +48,25 @@ MAX_TRACEBACK = 16 * 1024
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
-class Completed:
-    result: bytes
-
-
-@dataclasses.dataclass(slots=True, frozen=True)
 class Failed:
+    """The attempt raised: ``error``, and whether retrying can help."""
+
     error: ErrorInfo
     retryable: bool
+    exc: BaseException
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class Stopped:
-    """The attempt was cancelled: lease lost (write nothing) or shutdown (hand back)."""
+    """The attempt ended without a finish of its own to write: its lease was
+    lost (write nothing), or it suspended (written already)."""
 
-    lost: bool
+    why: str  # "lease_lost" or "suspended"
 
 
-Outcome = Completed | Failed | Stopped
+# How an attempt ended: a finish to write (Complete, Cancel, Release), a
+# failure (Retry or DeadLetter, decided by the job's retries), or nothing more.
+Outcome = Complete | Cancel | Release | Failed | Stopped
 
 
 def _consume_cancel() -> None:
@@ -101,7 +116,7 @@ class Runner:
     ) -> None:
         fields = started.run
         job = fields.get("job", b"").decode()
-        attempt = int(fields.get("attempt", b"1"))
+        number = int(fields.get("attempt", b"1"))
         correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
         if lease.ready is not None:  # started early: stop if start.lua says no
             lease.ready.add_done_callback(
@@ -119,10 +134,23 @@ class Runner:
             run_id=lease.run_id,
             job=job,
             queue=lease.queue,
-            attempt=attempt,
+            attempt=number,
             correlation_id=correlation_id,
         )
-        outcome = await self._attempt(job, attempt, correlation_id, started, inflight)
+        created = fields.get("created_at")
+        attempt = Attempt(
+            store=self._store,
+            lease=lease,
+            number=number,
+            job=job,
+            correlation_id=correlation_id,
+            created_ms=int(created) if created else time_of_run(lease.run_id),
+            recorded=dict(started.steps),
+            registry=self._app.registry,
+            enqueue_child=self._enqueue_child,
+            log=structlog.get_logger("stackshift.job"),
+        )
+        outcome = await self._attempt(attempt, started, inflight)
         ended = await self._finish_uncancellable(inflight, outcome, job, fields)
         log.info(
             "run_finished",
@@ -131,33 +159,37 @@ class Runner:
         )
 
     async def _attempt(
-        self,
-        job: str,
-        attempt: int,
-        correlation_id: str,
-        started: StartResult,
-        inflight: Inflight,
+        self, attempt: Attempt, started: StartResult, inflight: Inflight
     ) -> Outcome:
         # Plain asyncio, not anyio scopes: this runs once per run, and redis-py
         # ties stackshift to asyncio anyway.
         try:
-            spec = self._app.registry.get(job)
-            ctx = self._context(spec, inflight.lease, attempt, correlation_id, started)
-            value = await self._call_handler(spec, ctx, inflight, attempt)
-            return Completed(self._encode_result(value))
+            spec = self._app.registry.get(attempt.job)
+            ctx = self._context(spec, attempt, started)
+            value = await self._call_handler(spec, ctx, inflight, attempt.number)
+            return Complete(self._encode_result(value))
         except LeaseLost:
-            return Stopped(lost=True)
+            return Stopped("lease_lost")
+        except RunSuspended:
+            return Stopped("suspended")
         except asyncio.CancelledError:
             if not inflight.stopping:
                 raise  # not ours to handle
             _consume_cancel()
-            return Stopped(lost=inflight.lost)
-        except (NonRetriableError, StackshiftError) as exc:
-            # Unknown job, invalid payload, oversized result: retrying cannot help.
-            retryable = isinstance(exc, (JobTimeoutError, StoreError))
-            return Failed(_error(exc, attempt), retryable=retryable)
+            if inflight.lost:
+                return Stopped("lease_lost")
+            if inflight.cancelled:
+                error = ErrorInfo(
+                    "Cancelled", "cancelled while running", "", attempt.number
+                )
+                return Cancel(encode(error))
+            return Release()
+        except (NonRetriableError, PayloadError) as exc:
+            # Non-retriable by the job's say, or an invalid payload or result:
+            # another attempt cannot help.
+            return Failed(_error(exc, attempt.number), False, exc)
         except Exception as exc:
-            return Failed(_error(exc, attempt), retryable=True)
+            return Failed(_error(exc, attempt.number), True, exc)
 
     @staticmethod
     async def _call_handler(
@@ -175,7 +207,7 @@ class Runner:
             return await spec.handler(ctx)
         except asyncio.CancelledError:
             if not inflight.timed_out or inflight.stopping:
-                raise  # a stop (lease lost, shutdown), or not ours at all
+                raise  # a stop (lease lost, shutdown, cancel), or not ours at all
             raise JobTimeoutError(
                 f"attempt {attempt} ran longer than the job's timeout ({spec.timeout:g} s)"
             ) from None
@@ -196,31 +228,37 @@ class Runner:
         return await self._finish(inflight.lease, outcome, job, fields)
 
     def _context(
-        self,
-        spec: JobSpec,
-        lease: Lease,
-        attempt: int,
-        correlation_id: str,
-        started: StartResult,
+        self, spec: JobSpec, attempt: Attempt, started: StartResult
     ) -> JobContext[Any]:
         try:
             payload = decode(started.run.get("payload", b"null"), spec.payload_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise PayloadError(f"invalid payload for job {spec.name!r}: {exc}") from exc
-        bound = structlog.get_logger("stackshift.job")
         max_bytes = self._store.settings.max_payload_bytes
-        state = State(self._store, lease.run_id)
-        recorded = dict(started.steps)
+        state = State(self._store, attempt.run_id)
         return JobContext(
             payload=payload,
-            step=Step(self._store, lease, attempt, recorded, bound, max_bytes, state),
+            step=Step(attempt, state, max_bytes),
             state=state,
-            run_id=lease.run_id,
-            attempt=attempt,
-            queue=lease.queue,
+            run_id=attempt.run_id,
+            attempt=attempt.number,
+            queue=attempt.queue,
             job=spec.name,
-            correlation_id=correlation_id,
-            log=bound,
+            correlation_id=attempt.correlation_id,
+            log=attempt.log,
+        )
+
+    async def _enqueue_child(
+        self,
+        queue: str,
+        job: str,
+        payload: Any,
+        run_id: str,
+        extra: bytes,
+        correlation_id: str,
+    ) -> EnqueueResult:
+        return await self._app.queue(queue).enqueue_made(
+            job, payload, run_id=run_id, extra=extra, correlation_id=correlation_id
         )
 
     def _encode_result(self, value: Any) -> bytes:
@@ -235,39 +273,61 @@ class Runner:
     async def _finish(
         self, lease: Lease, outcome: Outcome, job: str, fields: dict[str, bytes]
     ) -> str:
-        """Record the outcome with one fenced script; returns what happened."""
+        """Record the outcome with one fenced finish; returns what happened."""
+        if isinstance(outcome, Stopped):
+            return outcome.why
+        how: Finish = (
+            self._failure(outcome, job, fields)
+            if isinstance(outcome, Failed)
+            else outcome
+        )
         try:
-            if isinstance(outcome, Completed):
-                ok = await self._store.complete(lease, outcome.result)
-                return "completed" if ok else "lease_lost"
-            if isinstance(outcome, Failed):
-                return await self._fail(lease, outcome, job, fields)
-            if outcome.lost:
-                return "lease_lost"
-            return "handed_back" if await self._store.release(lease) else "lease_lost"
+            done = await self._store.finish(lease, how)
         except StoreError as exc:
             # The entry stays pending: it is reclaimed once its lease expires.
             log.error("finish_failed", error=str(exc))
             return "finish_failed"
+        if done.outcome == "lost":
+            return "lease_lost"
+        if done.outcome == "handoff":
+            await self._hand_off(lease.run_id)
+        return self._ended(how)
 
-    async def _fail(
-        self, lease: Lease, outcome: Failed, job: str, fields: dict[str, bytes]
-    ) -> str:
+    def _failure(self, outcome: Failed, job: str, fields: dict[str, bytes]) -> Finish:
         spec = self._app.registry.find(job)
         failures = int(fields.get("failures", b"0")) + 1
         retry = outcome.retryable and spec is not None and failures <= spec.retries
         backoff_ms = int(spec.backoff(failures) * 1000) if retry and spec else 0
-        result = await self._store.fail(
-            lease, encode(outcome.error), retry=retry, backoff_ms=backoff_ms
-        )
         log.warning(
             "attempt_failed",
             error_type=outcome.error.type,
             error=outcome.error.message,
-            retrying=result == "retry",
+            retrying=retry,
             backoff_ms=backoff_ms,
+            exc_info=outcome.exc,
         )
-        if result == "retry":
+        error = encode(outcome.error)
+        if retry:
             self._on_retry_scheduled()
+            return Retry(error, backoff_ms)
+        return DeadLetter(error)
+
+    async def _hand_off(self, run_id: str) -> None:
+        """Tell the parent of this (child) run how it ended. If this fails, a
+        scheduler does it later (the hand-off is recorded with the finish)."""
+        try:
+            await self._store.hand_off(run_id)
+        except StoreError as exc:
+            log.warning("hand_off_failed", error=str(exc))
+
+    @staticmethod
+    def _ended(how: Finish) -> str:
+        if isinstance(how, Complete):
+            return "completed"
+        if isinstance(how, Retry):
             return "retry_scheduled"
-        return "dead_lettered" if result == "dead" else "lease_lost"
+        if isinstance(how, DeadLetter):
+            return "dead_lettered"
+        if isinstance(how, Cancel):
+            return "cancelled"
+        return "handed_back"

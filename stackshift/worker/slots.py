@@ -32,6 +32,7 @@ class Slots:
         self.total = concurrency
         self.free = concurrency
         self.finishing = 0  # handlers returned, outcomes being written
+        self.reading = 0  # taken for reads in flight (a lane's blocking read)
         self._freed = asyncio.Event()
 
     @property
@@ -56,6 +57,17 @@ class Slots:
     def take(self, n: int) -> None:
         self.free -= n
 
+    def reserve(self, n: int) -> None:
+        """Take ``n`` slots for a read: whatever it brings has a slot to run in."""
+        self.free -= n
+        self.reading += n
+
+    def read_done(self, reserved: int, got: int) -> None:
+        """A read that reserved ``reserved`` slots brought ``got`` entries: their
+        runs keep a slot each, the rest are free again."""
+        self.reading -= reserved
+        self.give(reserved - got)
+
     def give(self, n: int = 1) -> None:
         self.free += n
         if n > 0:
@@ -77,8 +89,9 @@ class Slots:
 
     @property
     def busy(self) -> int:
-        """Runs in this worker: running handlers and outcomes being written."""
-        return self.total - self.free + self.finishing
+        """Runs in this worker: running handlers and outcomes being written
+        (not the slots a read holds while it waits for entries)."""
+        return self.total - self.free - self.reading + self.finishing
 
     async def wait_idle(self) -> None:
         while self.busy:

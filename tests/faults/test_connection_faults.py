@@ -72,9 +72,8 @@ DROPS = {
     "xreadgroup": (b"XREADGROUP",),
     "start": (b"EVALSHA", SHA["start"]),
     "checkpoint": (b"EVALSHA", SHA["checkpoint"]),
-    "complete": (b"EVALSHA", SHA["complete"]),
-    # fetch.lua: reads and starts a batch, and writes the completions it carries
-    "fetch": (b"EVALSHA", SHA["fetch"]),
+    # finish.lua: every way a run leaves a worker (here: complete, retry)
+    "finish": (b"EVALSHA", SHA["finish"]),
     "renew": (b"EVALSHA", SHA["renew"]),
 }
 
@@ -90,9 +89,10 @@ def test_worker_reply_lost_harms_no_run(
     tmp_path: Path,
     target: str,
 ) -> None:
-    """Redis executes a worker's command (XREADGROUP / start / checkpoint /
-    complete / fetch / renew) and the reply is lost, 3 times over 24 runs: no
-    run duplicated or lost, no recorded step overwritten or run again."""
+    """Redis executes a worker's command (XREADGROUP / start, which carries
+    finishes / checkpoint / finish / renew) and the reply is lost, 3 times over
+    24 runs: no run duplicated or lost, no recorded step overwritten or run
+    again."""
     proxy = proxy_factory(durable_redis.port)
     rule = proxy.arm_drop(*DROPS[target], times=3, skip_null=True)
     procs = procs_factory(proxy.url)

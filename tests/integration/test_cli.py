@@ -104,14 +104,14 @@ async def test_sigusr1_makes_a_worker_log_where_its_tasks_wait(
     worker = workers.start("introspected", queues=("sig",), concurrency=2)
     await worker.wait_ready()
     worker.send(signal.SIGUSR1)
-    # One line per task; the fetch loop's says where it waits.
+    # One line per task; a lane's says where it waits.
     await wait_until(
         lambda: [
             line
             for line in worker.logged("worker_task_waits")
-            if any("Fetcher.run" in frame for frame in line["waits"])
+            if any("Lane.run" in frame for frame in line["waits"])
         ],
-        message="the fetch loop's stack",
+        message="a lane's stack",
     )
     worker.terminate()  # SIGUSR1 did not stop it; SIGTERM still does
     assert await worker.wait_exit() == 0

@@ -14,6 +14,7 @@ import pytest
 from stackshift import JobContext, Stackshift
 from stackshift.queue import RunHandle
 from stackshift.store import Entry, Lease, StartResult
+from tests.support.store_ops import complete
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
 
@@ -50,7 +51,7 @@ async def read_and_start_early(
     store = app.store
     await store.ensure_group("early")
     handle = await app.queue("early").enqueue("job", {"n": 1})
-    (entry,) = await store.read_many(["early"], "w1", 10, 100)
+    (entry,) = await store.read("early", "w1", 10, 100)
     early = store.early_start(entry, "w1")
     assert early is not None and early.lease is not None
     return handle, entry, early, early.lease
@@ -64,7 +65,7 @@ async def test_writes_of_an_early_started_run_wait_for_its_start(
     assert early.run["payload"] == b'{"n":1}' and early.run["job"] == b"job"
 
     # The run finishes before its start is confirmed: the write must wait.
-    completing = asyncio.ensure_future(store.complete(lease, b'"done"'))
+    completing = asyncio.ensure_future(complete(store, lease, b'"done"'))
     # Given time to land, it does not: it waits (bounded, to see a non-event).
     done, _ = await asyncio.wait({completing}, timeout=0.3)
     assert not done
@@ -85,7 +86,7 @@ async def test_an_early_started_run_that_may_not_run_writes_nothing(
 ) -> None:
     store = app.store
     handle, _entry, _early, lease = await read_and_start_early(app)
-    completing = asyncio.ensure_future(store.complete(lease, b'"done"'))
+    completing = asyncio.ensure_future(complete(store, lease, b'"done"'))
     store.confirm(lease, False)
     assert await asyncio.wait_for(completing, 5) is False
     run = await app.get_run(handle.run_id)
@@ -105,7 +106,7 @@ async def test_entries_that_do_not_carry_their_run_are_not_started_early(
     run_id = (await app.queue("early").enqueue("job", {}, delay=60)).run_id
     await store.client.xadd(stream, {"r": run_id})  # as promote/release/redrive
     await store.client.xadd(stream, {"r": "nonsense", "j": "job", "p": "{}"})
-    entries = await store.read_many(["early"], "w1", 10, 100)
+    entries = await store.read("early", "w1", 10, 100)
     assert len(entries) == 2
     assert [store.early_start(e, "w1") for e in entries] == [None, None]
 
@@ -143,7 +144,7 @@ async def test_a_shutdown_during_a_start_frees_the_slots_and_settles_early_runs(
     fresh = await app.queue("early").enqueue("job", {"n": 1})  # carries its run
     later = await app.queue("early").enqueue("job", {}, delay=60)
     await store.client.xadd(stream, {"r": later.run_id})  # as a promotion would
-    entries = await store.read_many(["early"], "w1", 10, 100)
+    entries = await store.read("early", "w1", 10, 100)
     assert [e.run_id for e in entries] == [fresh.run_id, later.run_id]
 
     entered, release = asyncio.Event(), asyncio.Event()

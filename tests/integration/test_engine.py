@@ -21,7 +21,7 @@ from stackshift import (
     PayloadError,
     Stackshift,
 )
-from stackshift.worker.fetch import BLOCK_MS
+from stackshift.worker.lane import BLOCK_MS
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
 

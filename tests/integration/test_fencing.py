@@ -10,6 +10,7 @@ import pytest
 from stackshift import Stackshift
 from stackshift.store import Lease
 from stackshift.store.keys import GROUP
+from tests.support.store_ops import complete, fail, release
 
 
 async def started_lease(app: Stackshift, consumer: str) -> Lease:
@@ -17,7 +18,7 @@ async def started_lease(app: Stackshift, consumer: str) -> Lease:
     store = app.store
     await store.ensure_group("fence")
     handle = await app.queue("fence").enqueue("job", {"n": 1})
-    (entry,) = await store.read_many(["fence"], consumer, 10, 100)
+    (entry,) = await store.read("fence", consumer, 10, 100)
     assert entry.run_id == handle.run_id
     (started,) = await store.start_many([entry], consumer)
     assert started.outcome == "ok" and started.lease is not None
@@ -47,10 +48,10 @@ async def test_a_zombie_cannot_complete_checkpoint_renew_fail_or_release(
         "lost",
         None,
     )
-    assert await store.renew("fence", "zombie", [zombie]) == {zombie.entry_id}
-    assert await store.complete(zombie, b'"zombie"') is False
-    assert await store.fail(zombie, b"{}", retry=True, backoff_ms=0) == "lost"
-    assert await store.release(zombie) is False
+    assert await store.renew("fence", "zombie", [zombie]) == ({zombie.entry_id}, set())
+    assert await complete(store, zombie, b'"zombie"') is False
+    assert await fail(store, zombie, b"{}", retry=True) == "lost"
+    assert await release(store, zombie) is False
 
     # The entry is still pending, and still the owner's: the zombie removed nothing.
     pending = await store.client.xpending_range(
@@ -64,7 +65,7 @@ async def test_a_zombie_cannot_complete_checkpoint_renew_fail_or_release(
         "ok",
         None,
     )
-    assert await store.complete(owner, b'"owner"') is True
+    assert await complete(store, owner, b'"owner"') is True
     run = await app.get_run(owner.run_id)
     assert run is not None and run.status == "completed" and run.result == "owner"
     assert [(s.step_id, s.result) for s in run.steps] == [("step-1", "owner")]
@@ -84,10 +85,10 @@ async def test_renewal_resets_the_idle_clock_without_moving_the_fence(
     app: Stackshift,
 ) -> None:
     lease = await started_lease(app, "w1")
-    assert await app.store.renew("fence", "w1", [lease]) == set()
+    assert await app.store.renew("fence", "w1", [lease]) == (set(), set())
     # Not idle: nobody can claim it with a real lease timeout.
     assert await app.store.autoclaim("fence", "w2", 60_000, 10) == []
-    assert await app.store.complete(lease, b"null") is True  # same fence still valid
+    assert await complete(app.store, lease, b"null") is True  # same fence still valid
 
 
 async def test_an_entry_delivered_too_often_is_dead_lettered_as_poison(
@@ -115,7 +116,7 @@ async def test_undecodable_entries_are_buried_with_their_content(
     store = app.store
     await store.ensure_group("fence")
     await store.client.xadd(store.keys.queue("fence").stream, fields)
-    (entry,) = await store.read_many(["fence"], "w1", 10, 100)
+    (entry,) = await store.read("fence", "w1", 10, 100)
     (started,) = await store.start_many([entry], "w1")
     assert started.outcome == "gone"
     assert await store.bury(
@@ -142,15 +143,12 @@ async def test_entries_with_the_same_id_in_two_queues_keep_their_own_runs(
             store.keys.queue(queue).stream, {"r": handle.run_id}, id="1-1"
         )
         runs[queue] = handle.run_id
-    entries = await store.read_many(["qa", "qb"], "w1", 10, 100)
-    assert sorted((e.queue, e.entry_id) for e in entries) == [
-        ("qa", "1-1"),
-        ("qb", "1-1"),
-    ]
-    started = await store.start_many(entries, "w1")
-    for entry, result in zip(entries, started, strict=True):
-        assert result.lease is not None and result.lease.run_id == runs[entry.queue]
-        assert result.run["job"] == f"job-{entry.queue}".encode()
+    for queue in ("qa", "qb"):
+        (entry,) = await store.read(queue, "w1", 10, 100)
+        assert (entry.queue, entry.entry_id) == (queue, "1-1")
+        (result,) = await store.start_many([entry], "w1")
+        assert result.lease is not None and result.lease.run_id == runs[queue]
+        assert result.run["job"] == f"job-{queue}".encode()
 
 
 async def test_an_idle_worker_takes_over_a_dead_workers_run(app: Stackshift) -> None:
@@ -163,7 +161,7 @@ async def test_an_idle_worker_takes_over_a_dead_workers_run(app: Stackshift) -> 
 
     await app.store.ensure_group("fence")
     handle = await app.queue("fence").enqueue("orphan", {})
-    (entry,) = await app.store.read_many(["fence"], "dead-worker", 10, 100)
+    (entry,) = await app.store.read("fence", "dead-worker", 10, 100)
     (started,) = await app.store.start_many([entry], "dead-worker")  # then it "died"
     assert started.outcome == "ok"
     async with running_worker(app, ["fence"], lease_timeout=0.5):
@@ -174,8 +172,8 @@ async def test_a_completion_sent_again_is_told_it_was_written(app: Stackshift) -
     # A completion whose reply was lost is sent again (a fetch cancelled with
     # completions aboard): it finds its own write and is not refused.
     lease = await started_lease(app, "w1")
-    assert await app.store.complete(lease, b'"once"') is True
-    assert await app.store.complete(lease, b'"twice"') is True
+    assert await complete(app.store, lease, b'"once"') is True
+    assert await complete(app.store, lease, b'"twice"') is True
     run = await app.store.get_run(lease.run_id)
     assert run is not None and run.status == "completed" and run.result == "once"
     stats = await app.store.client.hget(

@@ -9,6 +9,7 @@ from typing import Any
 from stackshift import JobContext, RunStatus, Stackshift
 from stackshift.store.keys import new_run_id
 from stackshift.store.records import EnqueueRequest
+from tests.support.store_ops import read_and_start
 from tests.support.workers import running_worker
 
 
@@ -57,7 +58,7 @@ async def test_a_repeated_enqueue_adds_nothing_before_or_after_the_start(
     assert await store.client.xlen(q.stream) == 1
 
     await store.ensure_group("default")
-    ((_entry, started),) = await store.fetch_started(["default"], "w1", 10)
+    ((_entry, started),) = await read_and_start(store, "default", "w1", 10)
     assert started.outcome == "ok"
     await store.enqueue("default", req)  # now the record exists, not the index
     assert await store.client.xlen(q.stream) == 1
@@ -73,7 +74,7 @@ async def test_an_indexed_entry_without_its_run_is_buried_leaving_nothing_queued
     run_id = new_run_id("default")
     entry_id = await store.client.xadd(q.stream, {"r": run_id})
     await store.client.hset(*q.queued_index(run_id), entry_id)
-    ((_entry, started),) = await store.fetch_started(["default"], "w1", 10)
+    ((_entry, started),) = await read_and_start(store, "default", "w1", 10)
     assert started.outcome == "gone"
     assert await store.client.exists(q.run(run_id)) == 0
     assert await store.client.hexists(*q.queued_index(run_id)) == 0
@@ -106,7 +107,7 @@ async def test_entries_read_but_never_started_keep_their_run_when_handed_back(
     plain = await queue.enqueue("job", {"n": 1})
     keyed = await queue.enqueue("job", {"n": 2}, idempotency_key="order-2")
     await store.ensure_group("default")
-    assert len(await store.read_many(["default"], "cut", 10, 100)) == 2
+    assert len(await store.read("default", "cut", 10, 100)) == 2
     assert await store.release_pending("default", "cut") == 2
 
     async with running_worker(app):
@@ -120,14 +121,14 @@ async def test_a_first_start_writes_the_whole_record_from_the_entry(
     any_app: Stackshift,
 ) -> None:
     # The first start of an indexed run writes its record in one go, from the
-    # entry; both start paths (read then start, and fetch.lua) write the same.
+    # entry, and gives the runner what it needs (its creation time included).
     store, q = any_app.store, any_app.store.keys.queue("default")
     await store.ensure_group("default")
     a = await any_app.queue().enqueue("job", {"n": 1}, correlation_id="web-3")
     b = await any_app.queue().enqueue("job", {"n": 2})
-    (entry_a,) = await store.read_many(["default"], "w1", 1, 100)
+    (entry_a,) = await store.read("default", "w1", 1, 100)
     (started_a,) = await store.start_many([entry_a], "w1")
-    ((entry_b, started_b),) = await store.fetch_started(["default"], "w1", 1)
+    ((entry_b, started_b),) = await read_and_start(store, "default", "w1", 1)
 
     for handle, entry, started, payload, correlation in (
         (a, entry_a, started_a, b'{"n":1}', b"web-3"),
@@ -135,7 +136,12 @@ async def test_a_first_start_writes_the_whole_record_from_the_entry(
     ):
         assert started.outcome == "ok" and started.lease is not None
         assert started.steps == {}
-        expected = {"job": b"job", "payload": payload, "attempt": b"1"}
+        expected = {
+            "job": b"job",
+            "payload": payload,
+            "attempt": b"1",
+            "created_at": entry.entry_id.split("-")[0].encode(),
+        }
         if correlation:
             expected["correlation_id"] = correlation
         assert started.run == expected

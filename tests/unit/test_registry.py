@@ -99,7 +99,7 @@ def test_step_return_types_are_cached_without_keeping_functions_alive() -> None:
     import gc
     import weakref
 
-    from stackshift.context import _return_type
+    from stackshift.step import _return_type
 
     def make() -> Any:
         big = bytearray(10_000_000)

@@ -8,7 +8,7 @@ end
 
 -- Fencing token check: does `consumer` still own stream entry `entry`, at
 -- delivery count `deliveries`? XACK takes no consumer, so every script that
--- acks, checkpoints, renews or completes asks XPENDING first. A worker paused
+-- acks, checkpoints, renews or finishes asks XPENDING first. A worker paused
 -- past its lease (whose entry was reclaimed, bumping the count) fails here.
 -- deliveries = '-1' checks the owner only.
 local function owns(stream, group, entry, consumer, deliveries)
@@ -19,10 +19,23 @@ local function owns(stream, group, entry, consumer, deliveries)
   return deliveries == '-1' or tonumber(p[1][4]) == tonumber(deliveries)
 end
 
--- Where a queued run that has no record yet is indexed (keys.py's
--- QueueKeys.queued_index): a hash per millisecond of run ids (the first 10
--- characters of a run id are its time), field = the rest of the id's 26
--- characters, value = its stream entry id. Small hashes are stored compactly.
-local function queued_index(base, run_id)
-  return base .. 'queued:' .. string.sub(run_id, 1, 10), string.sub(run_id, 11, 26)
+-- Add `member` to the timer set `zset` at `due`; when it becomes the earliest,
+-- tell the queue's schedulers (they sleep until the earliest due time).
+local function add_timer(zset, due, member, wake)
+  redis.call('ZADD', zset, due, member)
+  if wake ~= '' then
+    local head = redis.call('ZRANGE', zset, 0, 0)
+    if head[1] == member then redis.call('PUBLISH', wake, due) end
+  end
+end
+
+-- A step record, as serialization.StepRecord encodes it: `value` and `err`
+-- are raw JSON; kind: 'sleep', 'event' or 'invoke'. n: its order in the run
+-- (after those recorded); a: the attempt it belongs to.
+local function step_record(steps, attempt, now, kind, value, err)
+  local n = redis.call('HLEN', steps) + 1
+  local rec = '{"n":' .. n .. ',"a":' .. (attempt or 0) .. ',"t":' .. now ..
+    ',"v":' .. value .. ',"k":"' .. kind .. '"'
+  if err and err ~= '' then rec = rec .. ',"e":' .. err end
+  return rec .. '}'
 end

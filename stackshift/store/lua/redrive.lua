@@ -15,7 +15,7 @@ end
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
-redis.call('HSET', KEYS[1], 'status', 'queued', 'failures', 0)
+local id = redis.call('XADD', KEYS[3], '*', 'r', ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'failures', 0, 'entry', id)
 redis.call('HDEL', KEYS[1], 'finished_at')
-redis.call('XADD', KEYS[3], '*', 'r', ARGV[1])
 return {'ok'}

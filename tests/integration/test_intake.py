@@ -1,4 +1,5 @@
-"""fetch.lua: a worker with a backlog reads and starts a batch in one call."""
+"""A lane's intake: a queue's entries are read, then started in one start.lua
+call per batch, which also carries the finishes held for it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,23 @@ from typing import Any
 import pytest
 
 from stackshift import JobContext, RunStatus, Stackshift
-from stackshift.store import Lease, batching, starting
+from stackshift.store import (
+    Complete,
+    Entry,
+    Lease,
+    StartResult,
+    Store,
+    batching,
+    intake,
+)
 from tests.support.waiting import wait_until
+
+
+async def read_and_start(
+    store: Store, queue: str, consumer: str, count: int
+) -> list[tuple[Entry, StartResult]]:
+    entries = await store.read(queue, consumer, count, 1)
+    return list(zip(entries, await store.start_many(entries, consumer), strict=True))
 
 
 async def started_leases(app: Stackshift, n: int) -> list[Lease]:
@@ -17,10 +33,14 @@ async def started_leases(app: Stackshift, n: int) -> list[Lease]:
     await app.store.ensure_group("fq")
     for i in range(n):
         await app.queue("fq").enqueue("job", {"n": i})
-    started = await app.store.fetch_started(["fq"], "w1", n)
+    started = await read_and_start(app.store, "fq", "w1", n)
     leases = [s.lease for _, s in started if s.lease is not None]
     assert len(leases) == n
     return leases
+
+
+async def complete(store: Store, lease: Lease, result: bytes) -> bool:
+    return (await store.finish(lease, Complete(result))).outcome == "ok"
 
 
 def held(app: Stackshift) -> int:
@@ -32,12 +52,12 @@ async def status(app: Stackshift, lease: Lease) -> str | None:
     return run.status if run else None
 
 
-async def test_a_batch_is_read_and_started_in_one_call(any_app: Stackshift) -> None:
+async def test_a_batch_is_started_in_one_call(any_app: Stackshift) -> None:
     store = any_app.store
     await store.ensure_group("fq")
     handles = [await any_app.queue("fq").enqueue("job", {"n": n}) for n in range(3)]
 
-    first = await store.fetch_started(["fq"], "w1", 2)
+    first = await read_and_start(store, "fq", "w1", 2)
     assert [e.run_id for e, _ in first] == [h.run_id for h in handles[:2]]
     for n, (_entry, started) in enumerate(first):
         assert started.outcome == "ok" and started.lease is not None
@@ -45,14 +65,12 @@ async def test_a_batch_is_read_and_started_in_one_call(any_app: Stackshift) -> N
         assert (
             started.run["job"] == b"job" and started.run["payload"] == b'{"n":%d}' % n
         )
-    # The payload comes back once (in the start reply), not also with the entry.
-    assert first[0][0].fields == {b"r": handles[0].run_id.encode()}
     running = await any_app.get_run(handles[0].run_id)
     assert running is not None and running.status == "running" and running.attempt == 1
 
-    rest = await store.fetch_started(["fq"], "w1", 2)
+    rest = await read_and_start(store, "fq", "w1", 2)
     assert [e.run_id for e, _ in rest] == [handles[2].run_id]
-    assert await store.fetch_started(["fq"], "w1", 2) == []
+    assert await read_and_start(store, "fq", "w1", 2) == []
 
 
 async def test_an_entry_naming_no_valid_run_comes_back_to_be_buried(
@@ -64,7 +82,7 @@ async def test_an_entry_naming_no_valid_run_comes_back_to_be_buried(
     await store.client.xadd(stream, {"r": "01M86881TA0QG8CR7PX5J163YQ.other"})
     await store.client.xadd(stream, {"x": "no run id at all"})
     good = await any_app.queue("fq").enqueue("job", {})
-    started = await store.fetch_started(["fq"], "w1", 10)
+    started = await read_and_start(store, "fq", "w1", 10)
     assert [s.outcome for _, s in started] == ["gone", "gone", "ok"]
     assert started[2][0].run_id == good.run_id
     assert started[1][0].fields == {b"x": b"no run id at all"}
@@ -91,23 +109,24 @@ async def test_a_worker_drains_a_backlog_and_buries_what_it_cannot_run(
     assert buried.error is not None and buried.error.type == "UndecodableEntryError"
 
 
-async def test_one_call_reads_and_starts_from_every_queue(any_app: Stackshift) -> None:
-    store = any_app.store
-    for queue in ("qa", "qb"):
-        await store.ensure_group(queue)
-    a = await any_app.queue("qa").enqueue("job", {"q": "a"})
-    b = await any_app.queue("qb").enqueue("job", {"q": "b"})
-    started = await store.fetch_started(["qa", "qb"], "w1", 5)
-    assert sorted((e.queue, e.run_id) for e, _ in started) == [
-        ("qa", a.run_id),
-        ("qb", b.run_id),
-    ]
-    for entry, result in started:
-        assert result.outcome == "ok" and result.lease is not None
-        assert result.lease.queue == entry.queue
+async def test_a_worker_reads_each_of_its_queues_on_its_own(
+    any_app: Stackshift,
+) -> None:
+    """One lane per queue: a read never spans queues (on a cluster they live
+    in different slots), and a worker still serves all of them."""
+    ran: list[str] = []
+
+    @any_app.job("which")
+    async def which(ctx: JobContext[dict[str, str]]) -> None:
+        ran.append(ctx.payload["q"])
+
+    for queue in ("qa", "qb", "qc"):
+        await any_app.queue(queue).enqueue_many("which", [{"q": queue}] * 5)
+    await any_app.worker(["qa", "qb", "qc"], burst=True, concurrency=2).run()
+    assert sorted(ran) == ["qa"] * 5 + ["qb"] * 5 + ["qc"] * 5
 
 
-async def test_a_fetch_carries_the_completions_held_for_it(
+async def test_a_start_carries_the_finishes_held_for_it(
     any_app: Stackshift, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Held for as long as it takes: only the fetch can send them here.
@@ -115,15 +134,15 @@ async def test_a_fetch_carries_the_completions_held_for_it(
     store = any_app.store
     first, second = await started_leases(any_app, 2)
     waiting = await any_app.queue("fq").enqueue("job", {"n": 2})
-    store.carry_completions(True)
+    store.carry_finishes("fq", True)
     done = [
-        asyncio.ensure_future(store.complete(lease, b"%d" % i))
+        asyncio.ensure_future(complete(store, lease, b"%d" % i))
         for i, lease in enumerate((first, second))
     ]
     await wait_until(lambda: held(any_app) == 2, message="both completions held")
     assert await status(any_app, first) == RunStatus.RUNNING  # nothing sent yet
 
-    ((entry, started),) = await store.fetch_started(["fq"], "w1", 5)
+    ((entry, started),) = await read_and_start(store, "fq", "w1", 5)
     assert entry.run_id == waiting.run_id and started.outcome == "ok"
     assert await asyncio.wait_for(asyncio.gather(*done), 10) == [True, True]
     for lease, result in ((first, 0), (second, 1)):
@@ -133,19 +152,19 @@ async def test_a_fetch_carries_the_completions_held_for_it(
     q = store.keys.queue("fq")
     assert await store.client.xlen(q.stream) == 1  # only the run just started
     assert await store.client.hget(q.stats, "completed") == b"2"
-    store.carry_completions(False)
+    store.carry_finishes("fq", False)
 
 
 async def test_held_completions_go_out_alone_when_no_fetch_comes(
     any_app: Stackshift,
 ) -> None:
     (lease,) = await started_leases(any_app, 1)
-    any_app.store.carry_completions(True)
+    any_app.store.carry_finishes("fq", True)
     try:
-        # No fetch follows: the completion waits HOLD_SECONDS at most.
-        assert await asyncio.wait_for(any_app.store.complete(lease, b"1"), 10) is True
+        # No start follows: the completion waits HOLD_SECONDS at most.
+        assert await asyncio.wait_for(complete(any_app.store, lease, b"1"), 10) is True
     finally:
-        any_app.store.carry_completions(False)
+        any_app.store.carry_finishes("fq", False)
     assert await status(any_app, lease) == RunStatus.COMPLETED
 
 
@@ -154,42 +173,44 @@ async def test_turning_carrying_off_sends_what_is_held(
 ) -> None:
     monkeypatch.setattr(batching, "HOLD_SECONDS", 3600.0)
     (lease,) = await started_leases(any_app, 1)
-    any_app.store.carry_completions(True)
-    done = asyncio.ensure_future(any_app.store.complete(lease, b"1"))
+    any_app.store.carry_finishes("fq", True)
+    done = asyncio.ensure_future(complete(any_app.store, lease, b"1"))
     await wait_until(lambda: held(any_app) == 1, message="the completion held")
-    any_app.store.carry_completions(False)
+    any_app.store.carry_finishes("fq", False)
     assert await asyncio.wait_for(done, 10) is True
     assert await status(any_app, lease) == RunStatus.COMPLETED
 
 
-async def test_completions_aboard_a_cancelled_fetch_are_sent_again(
+async def test_finishes_aboard_a_cancelled_start_are_sent_again(
     app: Stackshift, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Shutdown cancels the fetch loop, maybe mid-call: whether the carried
-    # completions were written is unknown, so they are sent again; either way
-    # each run ends completed once, and its complete() says so. (Real Redis
-    # only: a memory:// call never suspends, so it cannot be cut short.)
+    # Shutdown cancels the lane, maybe mid-call: whether the carried finishes
+    # were written is unknown, so they are sent again; either way each run
+    # ends completed once, and its finish says so. (Real Redis only: a
+    # memory:// call never suspends, so it cannot be cut short.)
     monkeypatch.setattr(batching, "HOLD_SECONDS", 3600.0)
     store = app.store
     leases = await started_leases(app, 3)
-    store.carry_completions(True)
-    done = [asyncio.ensure_future(store.complete(lease, b"7")) for lease in leases]
+    await app.queue("fq").enqueue("job", {"n": 3})
+    entries = await store.read("fq", "w1", 5, 1)
+    store.carry_finishes("fq", True)
+    done = [asyncio.ensure_future(complete(store, lease, b"7")) for lease in leases]
     await wait_until(lambda: held(app) == 3, message="completions held")
-    calling = asyncio.Event()  # set as the fetch sends its call
-    call_many = starting._scripts.call_many
+    calling = asyncio.Event()  # set as the start sends its call
+    call_many = intake._scripts.call_many
 
     async def signalling(*args: Any) -> Any:
         calling.set()
         return await call_many(*args)
 
-    monkeypatch.setattr(starting._scripts, "call_many", signalling)
-    fetch = asyncio.ensure_future(store.fetch_started(["fq"], "w1", 5))
+    monkeypatch.setattr(intake._scripts, "call_many", signalling)
+    start = asyncio.ensure_future(store.start_many(entries, "w1"))
     await calling.wait()
-    assert held(app) == 0  # the fetch took them aboard
-    fetch.cancel()  # while its call is in flight
+    assert held(app) == 0  # the start took them aboard
+    start.cancel()  # while its call is in flight
     with pytest.raises(asyncio.CancelledError):
-        await fetch
-    store.carry_completions(False)
+        await start
+    store.carry_finishes("fq", False)
     assert await asyncio.wait_for(asyncio.gather(*done), 10) == [True] * 3
     for lease in leases:
         assert await status(app, lease) == RunStatus.COMPLETED

@@ -1,5 +1,10 @@
-"""Fetch loop: batched XREADGROUP over the worker's queues, sized to the free
-slots; between reads it lets the reclaimer take over expired leases."""
+"""Lane: one queue's intake (one hash slot on Redis Cluster). It reads the
+queue's stream on its own (a read never spans queues: on a cluster they live in
+different slots), starts what it read (one start.lua call per batch, which also
+carries the finishes waiting to go out), and takes over entries whose lease
+expired. Lanes share the worker's slots: a lane reads only as many entries as
+there are free slots, so nothing read waits in this process while its idle
+clock runs (DESIGN §5)."""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import anyio
 import structlog
 
 from ..errors import StoreError
-from ..store import Entry, StartResult
-from .dispatch import MAX_BATCH, Intake
+from ..store import Entry, Store
+from .dispatch import MAX_BATCH, Dispatcher
 from .reclaim import Reclaimer
+from .slots import Slots
 
 log = structlog.get_logger("stackshift.worker")
 
@@ -23,25 +29,30 @@ BURST_BLOCK_MS = 100
 MEMORY_POLL_SECONDS = 0.005  # memory:// cannot block on a read: poll instead
 
 
-class Fetcher:
-    """Reads as many entries as there are free slots, so nothing waits in this
-    process while its idle clock runs (DESIGN §5)."""
+class Lane:
+    """The fetch loop of one queue."""
 
     def __init__(
         self,
-        intake: Intake,
-        reclaimer: Reclaimer,
+        store: Store,
+        consumer: str,
+        queue: str,
+        slots: Slots,
+        dispatcher: Dispatcher,
+        lease_timeout: float,
         on_empty: Callable[[], Awaitable[bool]],
         redis_run_id: str,
         *,
         block_ms: int = BLOCK_MS,
     ) -> None:
-        self._store = intake.store
-        self._consumer = intake.consumer
-        self._queues = intake.queues
-        self._slots = intake.slots
-        self._dispatcher = intake.dispatcher
-        self._reclaimer = reclaimer
+        self.queue = queue
+        self._store = store
+        self._consumer = consumer
+        self._slots = slots
+        self._dispatcher = dispatcher
+        self._reclaimer = Reclaimer(
+            store, consumer, queue, slots, dispatcher, lease_timeout
+        )
         self._on_empty = on_empty
         self._block_ms = block_ms
         # The server's run_id when the worker started: a new one means a restart.
@@ -51,15 +62,15 @@ class Fetcher:
         try:
             await self._run()
         finally:
-            self._store.carry_completions(False)
+            self._store.carry_finishes(self.queue, False)
 
     async def _run(self) -> None:
         failures = 0
-        # A full read means more is likely waiting: read and start the next
-        # batch in one script call (no blocking needed) until a read comes back
-        # short; then block on XREADGROUP again. Meanwhile that call also
-        # carries the completions of the runs that finished since the last one.
-        backlog = False
+        # A full read means more is likely waiting: read a full batch next
+        # (and hold finishes back for the next start call to carry them). An
+        # empty or short one: block for one entry, holding one slot, so that an
+        # idle lane keeps the worker's other slots free for busy lanes.
+        backlog = True
         while True:
             free = await self._slots.wait_free()
             if await self._reclaimer.reclaim_if_due():
@@ -69,39 +80,30 @@ class Fetcher:
                 1,
                 min(self._block_ms, int(self._reclaimer.seconds_until_due() * 1000)),
             )
-            # XREADGROUP's COUNT applies per stream: share the free slots.
-            count = max(1, min(MAX_BATCH, free // len(self._queues)))
-            reserved = count * len(self._queues)
-            self._slots.take(reserved)
-            started: list[tuple[Entry, StartResult]] | None = None
+            count = max(1, min(MAX_BATCH, free)) if backlog else 1
+            self._slots.reserve(count)
+            entries: list[Entry] = []
             try:
-                if backlog:
-                    started = await self._store.fetch_started(
-                        self._queues, self._consumer, count
-                    )
-                else:
-                    entries = await self._store.read_many(
-                        self._queues, self._consumer, count, block_ms
-                    )
+                entries = await self._store.read(
+                    self.queue, self._consumer, count, block_ms
+                )
             except BaseException as exc:
-                self._slots.give(reserved)  # cancelled (shutdown) or failed
+                self._slots.read_done(count, 0)  # cancelled (shutdown) or failed
                 if not isinstance(exc, StoreError):
                     raise
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
-                log.warning("fetch_failed", error=str(exc), retry_in=delay)
+                log.warning(
+                    "fetch_failed", queue=self.queue, error=str(exc), retry_in=delay
+                )
                 if "NOGROUP" in str(exc):
-                    await self._recreate_groups()
+                    await self._recreate_group()
                 await anyio.sleep(delay)
                 continue
             failures = 0
-            got = len(started) if started is not None else len(entries)
-            backlog = got == reserved
-            self._store.carry_completions(backlog)
-            self._slots.give(reserved - got)
-            if started is not None:
-                await self._dispatcher.dispatch_started(started)
-                continue
+            backlog = len(entries) == count
+            self._store.carry_finishes(self.queue, backlog)
+            self._slots.read_done(count, len(entries))
             if entries:
                 await self._dispatcher.dispatch(entries, fresh=True)
                 continue
@@ -110,7 +112,7 @@ class Fetcher:
             if self._store.memory:
                 await anyio.sleep(MEMORY_POLL_SECONDS)
 
-    async def _recreate_groups(self) -> None:
+    async def _recreate_group(self) -> None:
         """The group is gone (NOGROUP): say loudly why, then recreate it so new
         runs flow. Runs that were queued are lost and cannot be brought back."""
         info: dict[str, str] = {}
@@ -124,7 +126,7 @@ class Fetcher:
             cause="redis restarted empty"
             if restarted
             else "the queue's keys were deleted",
-            queues=self._queues,
+            queue=self.queue,
             detail="the consumer group of the queue is gone, and with it every run that "
             "was waiting or running there; check Redis persistence (appendonly yes) "
             "and who deletes keys under the stackshift prefix",
@@ -132,8 +134,7 @@ class Fetcher:
         if info.get("run_id"):
             self._redis_run_id = info["run_id"]
         self._store.forget_groups()
-        for queue in self._queues:
-            try:
-                await self._store.ensure_group(queue)
-            except StoreError as exc:
-                log.warning("group_create_failed", queue=queue, error=str(exc))
+        try:
+            await self._store.ensure_group(self.queue)
+        except StoreError as exc:
+            log.warning("group_create_failed", queue=self.queue, error=str(exc))

@@ -1,0 +1,180 @@
+"""Changes made to runs from outside an attempt: cancel, re-drive, resume a
+suspended run (a waited event came, a child run ended), fire timers (delays,
+backoffs, sleeps, wait timeouts), hand a child's end to its parent, and make
+cron ticks' runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..serialization import ChildValue, ErrorInfo, encode
+from .base import StoreBase
+from .finish import finish_shared
+from .keys import queue_of_run
+from .records import as_str, mapped_errors
+
+# Runs looked at per timers.lua call, from the head of each timer set.
+TIMER_BATCH = 100
+# Candidates due up to this far past the server's clock (as last seen) are
+# read: the estimate drifts by a little, and timers.lua checks them anyway.
+TIMER_MARGIN_MS = 50
+# A hand-off not done this long after its child ended is redone by a scheduler
+# (its worker died between the child's finish and the parent's resume).
+HANDOFF_GRACE_MS = 5_000
+
+
+class ControlStore(StoreBase):
+    async def cancel(self, run_id: str, reason: str = "") -> tuple[str, str]:
+        """Cancel a run: ('cancelled'|'requested'|'ended'|'missing', detail).
+
+        ``detail``: the status of an ended run, '1' if a cancelled run has a
+        parent to tell (a hand-off), else ''."""
+        queue = queue_of_run(run_id)
+        q = self.keys.queue(queue)
+        keys, args = finish_shared(q, "", self.settings)
+        error = encode(ErrorInfo("Cancelled", reason or "cancelled"))
+        reply = await self._call(
+            "cancel",
+            [*keys, q.run(run_id), q.steps(run_id), q.bucket(run_id)],
+            [*args, run_id, error, q.cancel_channel],
+        )
+        return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
+
+    async def redrive(self, run_id: str) -> tuple[str, str]:
+        """Put a dead-lettered run back in its queue: ('ok'|'missing'|'not_failed', status)."""
+        q = self.keys.queue(queue_of_run(run_id))
+        reply = await self._call(
+            "redrive", [q.run(run_id), q.steps(run_id), q.stream, q.dead], [run_id]
+        )
+        return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
+
+    async def resume(
+        self, run_id: str, step_key: str, kind: str, value: bytes, error: bytes = b""
+    ) -> str:
+        """Resolve a waited step of a run (resume.lua): 'resumed', 'recorded',
+        'exists', 'stale' or 'gone'. ``kind``: 'event' or 'invoke'."""
+        q = self.keys.queue(queue_of_run(run_id))
+        reply = await self._call(
+            "resume",
+            [q.run(run_id), q.steps(run_id), q.stream, q.suspended],
+            [run_id, step_key, value, error, kind],
+        )
+        return as_str(reply[0])
+
+    async def fire_timers(self, queue: str) -> tuple[int, float | None]:
+        """Move the runs whose time has come (timers.lua): scheduled runs that
+        are due, suspended runs whose sleep or wait ran out.
+
+        Returns (runs moved, seconds until the next one is due, or None)."""
+        q = self.keys.queue(queue)
+        moved = 0
+        while True:
+            # Candidates: what is due by the server's clock as last seen here
+            # (timers.lua checks each against the server's clock itself).
+            # Waits with no deadline (score inf) never come due.
+            horizon = self.server_now_ms(margin_ms=TIMER_MARGIN_MS) or 1e15
+            with mapped_errors("timers"):
+                pipe = self.client.pipeline(transaction=False)
+                for zset in (q.delayed, q.suspended):
+                    pipe.zrangebyscore(zset, "-inf", horizon, start=0, num=TIMER_BATCH)
+                delayed, suspended = await pipe.execute()
+            ids = [as_str(i) for i in (*delayed, *suspended)]
+            if not ids:
+                return moved, None
+            keys = [q.delayed, q.suspended, q.stream]
+            for run_id in ids:
+                keys += [q.run(run_id), q.steps(run_id)]
+            reply = await self._call("timers", keys, [len(delayed), *ids])
+            scheduled, woken, now = int(reply[0]), int(reply[1]), int(reply[2])
+            self.saw_server_time(now)
+            moved += scheduled + woken
+            # A full batch that was all due: more may be due behind it.
+            if (len(delayed) == TIMER_BATCH and scheduled == len(delayed)) or (
+                len(suspended) == TIMER_BATCH and woken == len(suspended)
+            ):
+                continue
+            heads = [int(h) for h in reply[3:5] if int(h) >= 0]
+            return moved, (max(0.0, (min(heads) - now) / 1000) if heads else None)
+
+    # --- hand-offs: a child run's end reaches its parent ---------------------
+
+    async def hand_off(self, child_id: str) -> str:
+        """Tell a child run's parent how the child ended (resume.lua in the
+        parent's queue), then forget the hand-off. Idempotent: a second hand-off
+        finds the parent's step recorded ('exists').
+
+        Returns what resume said, or 'gone' if the child has no parent."""
+        q = self.keys.queue(queue_of_run(child_id))
+        with mapped_errors("hand-off"):
+            status, result, error, parent, step = await self.client.hmget(
+                q.run(child_id), "status", "result", "error", "parent", "parent_step"
+            )
+        said = "gone"
+        if parent and step and status:
+            failed = as_str(status) != "completed"
+            value = encode(
+                ChildValue(
+                    child_id, msgspec.Raw(b"null" if failed else result or b"null")
+                )
+            )
+            said = await self.resume(
+                as_str(parent),
+                as_str(step),
+                "invoke",
+                value,
+                (error or b"{}") if failed else b"",
+            )
+        with mapped_errors("hand-off"):
+            await self.client.zrem(q.handoffs, child_id)
+        return said
+
+    async def overdue_handoffs(self, queue: str, limit: int = 100) -> list[str]:
+        """Children whose end has not reached their parent for a while."""
+        q = self.keys.queue(queue)
+        with mapped_errors("hand-offs"):
+            now_s, now_us = await self.client.time()
+            cutoff = now_s * 1000 + now_us // 1000 - HANDOFF_GRACE_MS
+            ids = await self.client.zrangebyscore(
+                q.handoffs, "-inf", cutoff, start=0, num=limit
+            )
+        return [as_str(i) for i in ids]
+
+    # --- cron -------------------------------------------------------------------
+
+    async def cron_tick(
+        self,
+        queue: str,
+        name: str,
+        *,
+        tick_ms: int,
+        missed: int,
+        run_id: str,
+        payload: bytes,
+        schedule: str,
+        tz: str,
+    ) -> tuple[str, int, int]:
+        """Make the run of one cron tick, once across all workers
+        (cron_tick.lua): (outcome, last tick ms, server now ms)."""
+        q = self.keys.queue(queue)
+        reply = await self._call(
+            "cron_tick",
+            [
+                q.cron(name),
+                q.stream,
+                q.delayed,
+                q.stats,
+                q.run(run_id),
+                q.bucket(run_id),
+            ],
+            [tick_ms, missed, name, payload, run_id, q.wake, schedule, tz],
+        )
+        return as_str(reply[0]), int(reply[1]), int(reply[2])
+
+    async def cron_state(self, queue: str, name: str) -> dict[str, str]:
+        with mapped_errors("cron state"):
+            raw: dict[Any, Any] = await self.client.hgetall(
+                self.keys.queue(queue).cron(name)
+            )
+        return {as_str(k): as_str(v) for k, v in raw.items()}

@@ -1,0 +1,251 @@
+"""The worker's intake, one queue (one hash slot) at a time: reading delivered
+entries, starting the runs they name (start.lua, which also carries the
+finishes waiting to go out), starting a run early from an entry that carries
+it, renewing leases, and the consumer group's upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from . import scripts as _scripts
+from .base import StoreBase
+from .batching import Pending, fail_items, resolve_items
+from .finish import FINISH_ARGS, FINISH_KEYS, finish_shared
+from .keys import GROUP, queue_of_run
+from .records import (
+    Entry,
+    Lease,
+    StartResult,
+    as_str,
+    confirm,
+    mapped_errors,
+    pairs,
+    store_error,
+)
+
+assert (FINISH_KEYS, FINISH_ARGS) == (9, 6)  # start.lua's layout depends on it
+
+
+class IntakeStore(StoreBase):
+    async def read(
+        self, queue: str, consumer: str, count: int, block_ms: int
+    ) -> list[Entry]:
+        """XREADGROUP up to ``count`` new entries of one queue, blocking up to
+        ``block_ms``. One stream per read: on Redis Cluster queues live in
+        different slots, so each is read on its own (a worker lane per queue)."""
+        stream = self.keys.queue(queue).stream
+        # fakeredis does not wake a blocked read when an entry is added: poll.
+        block = None if self.memory else block_ms
+        with mapped_errors("XREADGROUP"):
+            reply = await self.client.xreadgroup(
+                GROUP, consumer, {stream: ">"}, count=count, block=block
+            )
+        return [
+            Entry(queue, as_str(entry_id), fields or {})
+            for _stream, entries in reply or ()
+            for entry_id, fields in entries
+        ]
+
+    async def autoclaim(
+        self, queue: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        """Take over up to ``count`` entries idle longer than ``min_idle_ms``."""
+        stream = self.keys.queue(queue).stream
+        out: list[Entry] = []
+        cursor: Any = "0-0"
+        with mapped_errors("XAUTOCLAIM"):
+            while len(out) < count:
+                reply = await self.client.xautoclaim(
+                    stream, GROUP, consumer, min_idle_ms, cursor, count=count - len(out)
+                )
+                cursor, claimed = reply[0], reply[1]
+                out.extend(
+                    Entry(queue, as_str(eid), fields or {})
+                    for eid, fields in claimed
+                    if eid
+                )
+                if as_str(cursor) == "0-0":
+                    break
+        return out
+
+    async def start_many(
+        self, entries: list[Entry], consumer: str
+    ) -> list[StartResult]:
+        """Start a batch of one queue's entries in one start.lua call, which
+        also carries this consumer's finishes waiting to go out on that queue.
+
+        Entries without a usable run id come back as ``gone`` (to be buried).
+        """
+        if not entries:
+            return []
+        queue = entries[0].queue
+        q = self.keys.queue(queue)
+        valid = [e for e in entries if _valid_run_entry(e)]
+        keys, args = finish_shared(q, consumer, self.settings)
+        shared = (list(keys), list(args))
+        args += [self.settings.max_deliveries, len(valid)]
+        for entry in valid:
+            run_id = entry.run_id or ""
+            keys += [q.run(run_id), q.steps(run_id), q.bucket(run_id)]
+            args += [entry.entry_id, run_id]
+        batcher = self._batcher_if_open()
+        script = self._scripts["start"]
+        carried = (
+            batcher.take_items(self._scripts["finish"], *shared)
+            if batcher is not None
+            else []
+        )
+        for item in carried:
+            keys += item.item_keys or ()
+            args += item.item_args
+        reply = await self._call_carrying((script, keys, args), carried)
+        by_entry = dict(zip((e.entry_id for e in valid), reply[1], strict=True))
+        return [
+            self._start_result(e, consumer, by_entry.get(e.entry_id)) for e in entries
+        ]
+
+    def carry_finishes(self, lane: str, on: bool) -> None:
+        """While a lane works through a backlog (``on``), finishes are not sent
+        at once: the next ``start_many`` carries them, or they go out on their
+        own after a couple of milliseconds (batching.HOLD_SECONDS)."""
+        if on:
+            self._carrying.add(lane)
+        else:
+            self._carrying.discard(lane)
+        hold = bool(self._carrying)
+        batcher = self.batcher if hold else self._batcher_if_open()
+        if batcher is not None:  # off: never open a connection for it
+            batcher.hold_items(hold)
+
+    async def _call_carrying(
+        self, call: tuple[_scripts.Script, list[str], list[Any]], carried: list[Pending]
+    ) -> Any:
+        """Send a start call; settle the finishes it carries from its reply."""
+        try:
+            (reply,) = await _scripts.call_many(self.commands, self._scripts, [call])
+        except asyncio.CancelledError:
+            # The lane was cancelled (shutdown) mid-call: whether the finishes
+            # were written is unknown. Send them again: a finish recognises one
+            # it already wrote ('ok'), and writes nothing twice.
+            self.batcher.requeue(carried)
+            raise
+        except RedisError as exc:
+            fail_items(carried, exc)
+            raise store_error("start", exc) from exc
+        if isinstance(reply, Exception):
+            fail_items(carried, reply)
+            with mapped_errors("start"):
+                raise reply
+        resolve_items(carried, reply[0])
+        return reply
+
+    @staticmethod
+    def early_start(entry: Entry, consumer: str) -> StartResult | None:
+        """Start a run from its entry alone, if the entry carries it: a first
+        delivery of a run enqueued to run now (enqueue.lua puts job and payload
+        in the entry; no step can be recorded before a first start).
+
+        The lease is provisional: ``start_many`` must still be called for the
+        entry, and ``confirm`` with its outcome; until then the run's writes
+        wait (``Lease.ready``). Returns None for any other entry.
+        """
+        fields = entry.fields
+        job, payload = fields.get(b"j"), fields.get(b"p")
+        if job is None or payload is None or not _valid_run_entry(entry):
+            return None
+        run_id = entry.run_id or ""
+        ready = asyncio.get_running_loop().create_future()
+        lease = Lease(entry.queue, entry.entry_id, 1, run_id, consumer, ready)
+        run = {
+            "job": job,
+            "payload": payload,
+            "attempt": b"1",
+            "created_at": entry.entry_id.partition("-")[0].encode(),
+        }
+        if b"c" in fields:
+            run["correlation_id"] = fields[b"c"]
+        return StartResult("ok", lease, run, {})
+
+    @staticmethod
+    def confirm(lease: Lease, ok: bool) -> None:
+        """Settle an early start: its run may write (True) or must stop (False)."""
+        confirm(lease, ok)
+
+    def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
+        if reply is None:
+            return StartResult("gone")
+        outcome = as_str(reply[0])
+        if outcome != "ok":
+            return StartResult(outcome)
+        lease = Lease(
+            entry.queue, entry.entry_id, int(reply[1]), entry.run_id or "", consumer
+        )
+        return StartResult("ok", lease, pairs(reply[2]), pairs(reply[3]))
+
+    async def renew(
+        self, queue: str, consumer: str, leases: list[Lease]
+    ) -> tuple[set[str], set[str]]:
+        """Reset the idle clock of our entries; return the entry ids we lost,
+        and those whose runs were asked to cancel."""
+        if not leases:
+            return set(), set()
+        q = self.keys.queue(queue)
+        args: list[Any] = [GROUP, consumer]
+        for lease in leases:
+            args += [lease.entry_id, lease.deliveries]
+        lost, cancel = await self._call("renew", [q.stream, q.cancels], args)
+        return {as_str(e) for e in lost}, {as_str(e) for e in cancel}
+
+    # --- the consumer group -------------------------------------------------
+
+    async def ensure_group(self, queue: str) -> None:
+        """Create the queue's stream and consumer group if missing.
+
+        The group starts at 0, not $: entries written before it existed are read.
+        """
+        if queue in self._groups_made:
+            return
+        with mapped_errors("XGROUP CREATE"):
+            try:
+                await self.client.xgroup_create(
+                    self.keys.queue(queue).stream, GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_made.add(queue)
+
+    def forget_groups(self) -> None:
+        """Check the groups again on next use (after NOGROUP: Redis lost them)."""
+        self._groups_made.clear()
+
+    async def prune_consumers(self, queue: str, min_idle_ms: int, keep: str) -> int:
+        """Delete consumers idle longer than ``min_idle_ms`` that hold nothing."""
+        stream = self.keys.queue(queue).stream
+        with mapped_errors("XINFO CONSUMERS"):
+            consumers = await self.client.xinfo_consumers(stream, GROUP)
+        pruned = 0
+        for info in consumers:
+            name = as_str(info["name"])
+            if name == keep or int(info["pending"]) or int(info["idle"]) < min_idle_ms:
+                continue
+            pruned += int(await self._call("prune", [stream], [GROUP, name]))
+        return pruned
+
+    async def delete_consumer(self, queue: str, consumer: str) -> bool:
+        """Delete ``consumer`` from the queue's group if it holds nothing."""
+        stream = self.keys.queue(queue).stream
+        return bool(int(await self._call("prune", [stream], [GROUP, consumer])))
+
+
+def _valid_run_entry(entry: Entry) -> bool:
+    run_id = entry.run_id
+    if run_id is None:
+        return False
+    try:
+        return queue_of_run(run_id) == entry.queue
+    except ValueError:
+        return False

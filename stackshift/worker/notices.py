@@ -1,0 +1,80 @@
+"""Notices: what the worker hears on its queues' pub/sub channels. A run
+scheduled earlier than any other (wake) pokes the scheduler; a cancel asks the
+runner of that run, if it runs here, to stop it.
+
+Pub/sub is fast but may drop a message in a reconnect: the scheduler also looks
+on its own every few seconds, and lease renewals carry cancel requests too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from ..store import Store
+
+log = structlog.get_logger("stackshift.worker")
+
+RECONNECT_SECONDS = 1.0
+
+
+class Notices:
+    def __init__(
+        self,
+        store: Store,
+        queues: list[str],
+        on_wake: Callable[[], None],
+        on_cancel: Callable[[str, str], bool],
+    ) -> None:
+        self._store = store
+        self._on_wake = on_wake
+        self._on_cancel = on_cancel
+        self._channels: dict[str, tuple[str, str]] = {}  # channel -> (kind, queue)
+        for queue in queues:
+            q = store.keys.queue(queue)
+            self._channels[q.wake] = ("wake", queue)
+            self._channels[q.cancel_channel] = ("cancel", queue)
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        while True:
+            pubsub = self._store.client.pubsub()
+            try:
+                await pubsub.subscribe(*self._channels)
+                if not started:
+                    started = True
+                    task_status.started()
+                else:
+                    self._on_wake()  # wakes may have been missed meanwhile
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: subscribe again
+                log.warning("notices_lost", error=str(exc))
+                await anyio.sleep(RECONNECT_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=30.0
+            )
+            if not message or message.get("type") not in (b"message", "message"):
+                continue
+            channel = message["channel"]
+            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            kind, queue = self._channels.get(name, ("", ""))
+            if kind == "wake":
+                self._on_wake()
+            elif kind == "cancel":
+                data = message["data"]
+                run_id = data.decode() if isinstance(data, bytes) else str(data)
+                if self._on_cancel(queue, run_id):
+                    log.info("run_cancel_requested", run_id=run_id, queue=queue)
