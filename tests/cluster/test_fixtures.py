@@ -126,13 +126,9 @@ async def test_sentinel_url_names_a_sentinel_that_knows_the_master(
     assert url.scheme == "redis+sentinel"
     assert url.path == "/jobs"
     assert (url.hostname, url.port) in deployment.sentinel_addrs
-    sentinel = Sentinel(deployment.sentinel_addrs, socket_timeout=2)
-    try:
-        host, port = await sentinel.discover_master("jobs")
+    async with Sentinel(deployment.sentinel_addrs, socket_timeout=2) as sentinel:
+        _, port = await sentinel.discover_master("jobs")
         replicas = await sentinel.discover_slaves("jobs")
-    finally:
-        for client in sentinel.sentinels:
-            await client.aclose()
     assert port == deployment.master().port
     assert [replica_port for _, replica_port in replicas] == [
         server.port for server in deployment.servers if server.port != port
@@ -144,25 +140,21 @@ async def test_sentinel_master_for_follows_a_failover(
     redis_sentinel_factory: Callable[..., SentinelDeployment],
 ) -> None:
     deployment = redis_sentinel_factory()
-    sentinel = Sentinel(deployment.sentinel_addrs, socket_timeout=2)
-    master = sentinel.master_for(
-        deployment.service, decode_responses=True, socket_timeout=2
-    )
     key = uuid.uuid4().hex
-    try:
-        await master.set(key, "before")
-        old = deployment.master()
-        (replica,) = (server for server in deployment.servers if server is not old)
-        await wait_until(lambda: value_on(replica, key) == b"before")
+    async with Sentinel(deployment.sentinel_addrs, socket_timeout=2) as sentinel:
+        master = sentinel.master_for(
+            deployment.service, decode_responses=True, socket_timeout=2
+        )
+        async with master:
+            await master.set(key, "before")
+            old = deployment.master()
+            (replica,) = (server for server in deployment.servers if server is not old)
+            await wait_until(lambda: value_on(replica, key) == b"before")
 
-        deployment.kill_master()
-        promoted = await deployment.wait_for_failover(old)
+            deployment.kill_master()
+            promoted = await deployment.wait_for_failover(old)
 
-        assert promoted is replica
-        assert await master.get(key) == "before"
-        await master.set(key, "after")
-        assert value_on(promoted, key) == b"after"
-    finally:
-        await master.aclose()
-        for client in sentinel.sentinels:
-            await client.aclose()
+            assert promoted is replica
+            assert await master.get(key) == "before"
+            await master.set(key, "after")
+            assert value_on(promoted, key) == b"after"

@@ -174,6 +174,7 @@ class RedisClusterDeployment:
             for i in range(count)
         ]
         self.startup_seconds = 0.0
+        self._slot_of: dict[str, int] = {}  # master's node id -> its first slot
 
     # -- life cycle -----------------------------------------------------------
 
@@ -197,6 +198,7 @@ class RedisClusterDeployment:
         for node in self.nodes:
             node.node_id = node.query("CLUSTER MYID")
         self.wait_healthy(timeout=timeout - (time.monotonic() - began))
+        self.shards()  # learn which master serves which slots
         self.startup_seconds = time.monotonic() - began
         return self
 
@@ -244,6 +246,10 @@ class RedisClusterDeployment:
         """``CLUSTER SHARDS`` as one live node sees it."""
         node = via or self.live_nodes()[0]
         shards: list[dict[str, Any]] = node.query("CLUSTER SHARDS")
+        for shard in shards:  # remembered: a failed master's shard loses its slots
+            for entry in shard["nodes"]:
+                if shard["slots"] and entry["role"] == "master":
+                    self._slot_of[entry["id"]] = int(shard["slots"][0])
         return shards
 
     def keyslot(self, key: str | bytes) -> int:
@@ -297,26 +303,37 @@ class RedisClusterDeployment:
 
     def healthy(self) -> bool:
         """Every live node: state ok, all slots served, all live peers known,
-        and every replica's link to its master up."""
+        every replica's link to its master up, and one slot map agreed by all
+        (a node resumed after a failover may still think it is a master)."""
         live = self.live_nodes()
         try:
-            for node in live:
-                info = node.cluster_info()
-                if (
-                    info.get("cluster_state") != "ok"
-                    or info.get("cluster_slots_ok") != str(SLOTS)
-                    or int(info.get("cluster_known_nodes", 0)) < len(live)
-                ):
-                    return False
-                repl = node.replication()
-                if (
-                    repl.get("role") == "slave"
-                    and repl.get("master_link_status") != "up"
-                ):
-                    return False
+            if not all(self._node_healthy(node, len(live)) for node in live):
+                return False
+            return len({self._slot_map(node) for node in live}) == 1
         except (redis.ConnectionError, redis.TimeoutError):
             return False
-        return True
+
+    @staticmethod
+    def _node_healthy(node: ClusterServer, live: int) -> bool:
+        info = node.cluster_info()
+        if (
+            info.get("cluster_state") != "ok"
+            or info.get("cluster_slots_ok") != str(SLOTS)
+            or int(info.get("cluster_known_nodes", 0)) < live
+        ):
+            return False
+        repl = node.replication()
+        return repl.get("role") != "slave" or repl.get("master_link_status") == "up"
+
+    def _slot_map(self, node: ClusterServer) -> frozenset[tuple[int, str]]:
+        """(first slot, online master id) per shard, as ``node`` sees them."""
+        return frozenset(
+            (int(shard["slots"][0]), entry["id"])
+            for shard in self.shards(via=node)
+            if shard["slots"]
+            for entry in shard["nodes"]
+            if entry["role"] == "master" and entry["health"] == "online"
+        )
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         poll_until(
@@ -357,10 +374,13 @@ class RedisClusterDeployment:
         return promoted
 
     def _first_slot_of(self, master: ClusterServer) -> int:
-        for shard in self.shards(via=self._other_live(master)):
-            if any(entry["id"] == master.node_id for entry in shard["nodes"]):
-                return int(shard["slots"][0])
-        raise LookupError(f"{master!r} serves no slot")
+        """A slot ``master`` serves, or served last time the cluster was asked
+        (the failover may be over by the time a test waits for it)."""
+        self.shards(via=self._other_live(master))
+        try:
+            return self._slot_of[master.node_id]
+        except KeyError:
+            raise LookupError(f"{master!r} never served a slot") from None
 
     def _other_live(self, node: ClusterServer) -> ClusterServer:
         return next(other for other in self.live_nodes() if other is not node)
