@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,11 +27,11 @@ def key_on(cluster: RedisClusterDeployment, node: ClusterServer, tag: str) -> st
     raise AssertionError(f"no key of {tag} lands on {node!r}")
 
 
-def replica_value(replica: ClusterServer, key: str) -> str | None:
+def replica_value(replica: ClusterServer, key: str) -> bytes | None:
     """``key`` as the replica has it (READONLY lets a cluster replica answer)."""
     with replica.client() as client:
         client.execute_command("READONLY")
-        value: str | None = client.get(key)
+        value: bytes | None = client.get(key)
         return value
 
 
@@ -90,7 +89,7 @@ async def test_cluster_client_keeps_working_after_a_master_fails_over(
         host="127.0.0.1", port=victim.port, decode_responses=True
     ) as client:
         await client.set(key, "before")
-        await wait_until(lambda: replica_value(replica, key) == "before")
+        await wait_until(lambda: replica_value(replica, key) == b"before")
 
         victim.kill()
         promoted = await cluster.wait_for_failover(victim)
@@ -106,9 +105,9 @@ async def test_cluster_client_keeps_working_after_a_master_fails_over(
 
 
 async def test_closing_a_cluster_kills_its_nodes_and_removes_its_files(
-    tmp_path: Path,
+    redis_cluster_factory: Callable[..., RedisClusterDeployment],
 ) -> None:
-    cluster = RedisClusterDeployment(tmp_path / "cluster").start()
+    cluster = redis_cluster_factory()
     ports = [port for _, port in cluster.seeds]
     assert not any(refuses_connections(port) for port in ports)
 

@@ -114,6 +114,7 @@ class ClusterServer(RedisServer):
         self.paused = False
 
     def start(self) -> ClusterServer:
+        self.paused = False  # a fresh process, whatever happened to the last one
         try:
             super().start()
         except RuntimeError as exc:  # say why: the log's last lines
@@ -127,13 +128,11 @@ class ClusterServer(RedisServer):
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
-
     def query(self, *args: Any) -> Any:
-        """One command on a short-lived connection (fixtures outlive event loops)."""
-        with self.client() as client:
-            return client.execute_command(*args)
+        """One command, replies decoded, on a short-lived connection (fixtures
+        outlive event loops, so no connection is kept)."""
+        with redis.Redis(port=self.port, decode_responses=True, socket_timeout=2) as c:
+            return c.execute_command(*args)
 
     def cluster_info(self) -> dict[str, str]:
         return parse_info(self.query("CLUSTER INFO"))
@@ -147,7 +146,8 @@ class ClusterServer(RedisServer):
 
 class RedisClusterDeployment:
     """N masters with R replicas each. Node roles change on failover, so every
-    question about roles or slots is asked of the live cluster, not remembered."""
+    question about roles or slots is asked of the live cluster (only the slots
+    each master served last are remembered, for ``wait_for_failover``)."""
 
     def __init__(
         self,
