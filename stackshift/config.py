@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from datetime import timedelta
+from decimal import Decimal
 
 import msgspec
 
@@ -15,14 +18,31 @@ Duration = timedelta | float | int
 
 
 def to_seconds(value: Duration, *, name: str = "duration") -> float:
-    """Normalise a ``timedelta`` or a number of seconds; negative values are refused."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0 or seconds != seconds:  # NaN check
-        raise ConfigError(f"{name} must be a non-negative duration, got {value!r}")
+    """Normalise a ``timedelta`` or a number of seconds.
+
+    Raises:
+        ConfigError: ``value`` is not a timedelta or a real number (text such as
+            ``"5s"``, None, a bool), or it is negative, NaN or infinite.
+    """
+    # bool is an int: True would silently mean one second.
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, numbers.Real | Decimal) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigError(
+            f"{name} must be a timedelta or a number of seconds, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"{name} must be a finite, non-negative duration, got {value!r}"
+        )
     return seconds
 
 
 def to_ms(value: Duration, *, name: str = "duration") -> int:
+    """``to_seconds`` in whole milliseconds (same checks, same errors)."""
     return int(to_seconds(value, name=name) * 1000)
 
 
