@@ -4,44 +4,93 @@ to look at queues and runs from a shell."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from .app import Stackshift
-from .errors import StackshiftError
+from .errors import ConfigError, StackshiftError, StoreError
 from .logs import configure_logging
 from .worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
 from .worker.health import check as check_health
 from .worker.health import log_task_waits
 
+EXIT_RUNTIME = 1  # Redis unreachable or failing; a worker that failed while running
+EXIT_USAGE = 2  # bad arguments or settings, an app that cannot be loaded, a bad request
+
+EPILOG = """\
+exit status:
+  0  done (a worker: stopped by SIGTERM/SIGINT, or --burst and the queues are empty)
+  1  Redis could not be reached or failed; a worker failed after it started;
+     `check`: the health file is missing or stale
+  2  bad usage: bad arguments or settings, an app that cannot be imported, a
+     request that cannot be done (an unknown run, a run that is not failed)
+errors before a worker starts are one line on stderr: `stackshift: ...`
+"""
+
 
 def load_app(target: str) -> Stackshift:
-    """Import ``module:attribute`` (the current directory is importable)."""
+    """Import ``module:attribute`` (the current directory is importable).
+
+    Raises:
+        ConfigError: the target is malformed, does not import (or raises while
+            importing), or is not a Stackshift app; the message says which.
+    """
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise SystemExit(
+        raise ConfigError(
             f"expected MODULE:APP (e.g. workers.uploads:app), got {target!r}"
         )
     if "" not in sys.path:
         sys.path.insert(0, "")
-    app = getattr(importlib.import_module(module_name), attr, None)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the app's own code failed: say where, in one line
+        raise ConfigError(
+            f"cannot import {module_name}: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from exc
+    app = getattr(module, attr, None)
+    if app is None:
+        raise ConfigError(f"{module_name} has no attribute {attr!r}")
     if not isinstance(app, Stackshift):
-        raise SystemExit(f"{target} is not a Stackshift app")
+        raise ConfigError(
+            f"{target} is not a Stackshift app (found {type(app).__name__})"
+        )
     return app
+
+
+_IMPORTLIB = os.path.dirname(importlib.__file__)
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at FILE:LINE)``: the innermost frame of the failed import outside
+    Python's import machinery and this module, if any."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(("<", _IMPORTLIB))
+        and frame.filename != __file__
+    ]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stackshift", description="Durable background jobs on Redis Streams."
+        prog="stackshift",
+        description="Durable background jobs on Redis Streams.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,7 +179,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(app: Stackshift, args: argparse.Namespace) -> None:
+class _Progress:
+    """How far ``stackshift worker`` got: errors before the worker started are
+    reported in one line, errors after it as they are logged."""
+
+    started = False
+
+
+async def _serve(
+    app: Stackshift, args: argparse.Namespace, progress: _Progress
+) -> None:
     worker = app.worker(
         args.queues or ["default"],
         concurrency=args.concurrency,
@@ -153,12 +211,16 @@ async def _serve(app: Stackshift, args: argparse.Namespace) -> None:
                 worker.stop(force=worker_stopping[0])
                 worker_stopping[0] = True
 
+    async def run_worker(*, task_status: TaskStatus[None]) -> None:
+        await worker.run(task_status=task_status)
+        tg.cancel_scope.cancel()
+
     worker_stopping = [False]
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals)
-            await worker.run()
-            tg.cancel_scope.cancel()
+            await tg.start(run_worker)
+            progress.started = True
     finally:
         await app.close()
 
@@ -183,8 +245,9 @@ async def _inspect(args: argparse.Namespace) -> int:
         elif args.command == "show":
             run = await app.get_run(args.run_id)
             if run is None:
-                print(f"no run {args.run_id}", file=sys.stderr)
-                return 1
+                raise StackshiftError(
+                    f"run {args.run_id} does not exist (or its record expired)"
+                )
             _print(run)
         elif args.command == "retry":
             handle = await app.retry(args.run_id)
@@ -198,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         healthy, why = check_health(args.health_file, args.max_age)
         print(why, file=sys.stdout if healthy else sys.stderr)
         return 0 if healthy else 1
+    progress = _Progress()
     try:
         if args.command == "worker":
             fmt = args.log_format
@@ -205,14 +269,67 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json=None if fmt == "auto" else fmt == "json", level=args.log_level
             )
             app = load_app(args.app)
-            anyio.run(_serve, app, args, backend_options=_loop_options(args.loop))
+            anyio.run(
+                _serve, app, args, progress, backend_options=_loop_options(args.loop)
+            )
             _exit_past_abandoned_threads()
             return 0
         configure_logging(json=False, level="warning")
         return anyio.run(_inspect, args)
-    except StackshiftError as exc:
-        print(f"stackshift: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        failure = None if progress.started else _failure(exc)
+        if failure is None:  # a bug, or the running worker failed: as logged
+            raise
+        print(f"stackshift: {_one_line(failure)}", file=sys.stderr)
+        return EXIT_RUNTIME if _is_runtime(failure) else EXIT_USAGE
+
+
+def _failure(exc: BaseException) -> BaseException | None:
+    """The error to report in one line, or None to let ``exc`` propagate.
+
+    anyio's task groups wrap errors in exception groups (nested, and with
+    the cancellations they caused): look inside for the StackshiftError, or
+    OSError / redis-py error, that stopped the command. Anything else in there
+    is a bug, and its traceback is kept.
+    """
+    leaves = _leaves(exc)
+    if not leaves or not all(_is_expected(e) for e in leaves):
+        return None
+    ours = [e for e in leaves if isinstance(e, StackshiftError)]
+    return (ours or leaves)[0]
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    if isinstance(exc, asyncio.CancelledError):  # a sibling of the failure
+        return []
+    return [exc]
+
+
+def _is_expected(exc: BaseException) -> bool:
+    return isinstance(exc, StackshiftError | OSError) or _is_redis_error(exc)
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    # Only store/ imports redis; a redis-py error that escaped unmapped is
+    # still an error of Redis, not a bug of the command.
+    return any(
+        cls.__module__.split(".")[0] == "redis" and cls.__name__ == "RedisError"
+        for cls in type(exc).__mro__
+    )
+
+
+def _is_runtime(exc: BaseException) -> bool:
+    """Redis or the network failed (exit 1); otherwise the request was wrong (2)."""
+    return not isinstance(exc, StackshiftError) or isinstance(exc, StoreError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, StackshiftError):
+        return text
+    return f"{type(exc).__name__}: {text}"
 
 
 def _loop_options(choice: str) -> dict[str, Any]:

@@ -78,9 +78,73 @@ async def test_a_burst_worker_runs_the_queue_dry_and_logs_json(
     assert again.returncode == 2 and "not failed" in again.stderr
 
 
+DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
+NEVER_MADE = "01M8NN767RHDE9PX718TERFCMR.q"  # a well-formed run id
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The single ``stackshift: ...`` line a failed command printed, and nothing
+    else (no traceback on either stream)."""
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stackshift: "), done.stderr
+    return lines[0]
+
+
 def test_a_bad_app_path_is_a_clear_error() -> None:
     done = run_cli("worker", "no_such_module_here:app")
-    assert done.returncode != 0 and "No module named" in done.stderr
+    line = one_line_error(done)
+    assert done.returncode == 2
+    assert "cannot import no_such_module_here" in line and "No module named" in line
+
+
+def test_an_app_module_that_raises_at_import_is_one_line_naming_the_place(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "broken_app.py").write_text(
+        "from stackshift import Stackshift\n"
+        "app = Stackshift()\n"
+        "raise RuntimeError('broken on purpose')\n"
+    )
+    done = run_cli("worker", "broken_app:app", env={"PYTHONPATH": str(tmp_path)})
+    line = one_line_error(done)
+    assert done.returncode == 2
+    assert "RuntimeError: broken on purpose" in line
+    assert f"{tmp_path / 'broken_app.py'}:3" in line
+    not_an_app = run_cli("worker", "broken_app:Stackshift", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    assert not_an_app.returncode == 2 and "broken on purpose" in not_an_app.stderr
+
+
+def test_a_worker_that_cannot_reach_redis_says_so_in_one_line() -> None:
+    done = run_cli("worker", "tests.support.cli_app:app", "--burst",
+                   env={"STACKSHIFT_REDIS_URL": DOWN})  # fmt: skip
+    line = one_line_error(done)
+    assert done.returncode == 1
+    assert "ConnectionError" in line and "127.0.0.1:1" in line
+
+
+def test_a_bad_queue_name_is_a_one_line_usage_error() -> None:
+    done = run_cli("worker", "tests.support.cli_app:app", "--queue", "no spaces")
+    assert "invalid queue name 'no spaces'" in one_line_error(done)
+    assert done.returncode == 2
+
+
+def test_showing_or_retrying_a_run_that_does_not_exist_is_a_usage_error(
+    redis_url: str, prefix: str
+) -> None:
+    env = {"STACKSHIFT_PREFIX": prefix}
+    for command in ("show", "retry"):
+        done = run_cli(command, NEVER_MADE, "--url", redis_url, env=env)
+        assert f"run {NEVER_MADE} does not exist" in one_line_error(done)
+        assert done.returncode == 2
+
+
+def test_inspecting_with_redis_down_is_one_line() -> None:
+    run_id = NEVER_MADE
+    for args in (["stats", "q"], ["dead", "q"], ["show", run_id], ["retry", run_id]):
+        done = run_cli(*args, "--url", DOWN)
+        assert "127.0.0.1:1" in one_line_error(done), args
+        assert done.returncode == 1, args
 
 
 async def test_check_reports_a_running_workers_health_file(
