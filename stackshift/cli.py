@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
 import importlib
 import json
 import os
@@ -21,10 +23,12 @@ from anyio.abc import TaskStatus
 
 from .app import Stackshift
 from .errors import ConfigError, StackshiftError, StoreError
-from .logs import configure_logging
+from .logs import configure_logging, get_logger
 from .worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
 from .worker.health import check as check_health
 from .worker.health import log_task_waits
+
+log = get_logger("stackshift.cli")
 
 EXIT_RUNTIME = 1  # Redis unreachable or failing; a worker that failed while running
 EXIT_USAGE = 2  # bad arguments or settings, an app that cannot be loaded, a bad request
@@ -352,7 +356,9 @@ def _exit_past_abandoned_threads() -> None:
     """Exit now if sync steps abandoned at shutdown still hold their threads.
 
     Their runs were handed back already; waiting for the threads (the
-    interpreter joins them) would only delay the exit the orchestrator waits for.
+    interpreter joins them before it exits) would only delay the exit the
+    orchestrator waits for. ``os._exit`` skips that join, and the atexit
+    handlers too: those are run here first.
     """
     abandoned = [
         t
@@ -360,14 +366,17 @@ def _exit_past_abandoned_threads() -> None:
         if t is not threading.main_thread() and not t.daemon
     ]
     if abandoned:
-        print(
-            json.dumps(
-                {"event": "worker_exit_abandoning_threads", "threads": len(abandoned)}
-            ),
-            flush=True,
-        )
-        sys.stderr.flush()
+        log.warning("worker_exit_abandoning_threads", threads=len(abandoned))
+        _flush()
+        atexit._run_exitfuncs()
+        _flush()
         os._exit(0)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a broken pipe
+            stream.flush()
 
 
 if __name__ == "__main__":
