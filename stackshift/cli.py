@@ -7,14 +7,16 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import functools
 import importlib
-import json
+import importlib.metadata
+import math
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -89,20 +91,90 @@ def _where(exc: BaseException) -> str:
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends ``(default: X)`` to an option's help, unless the help already
+    names its default or there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _subcommand(
+    sub: Any, name: str, help_text: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text,
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stackshift",
         description="Durable background jobs on Redis Streams.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _worker_options(_subcommand(sub, "worker", "run a worker"))
 
-    w = sub.add_parser(
-        "worker",
-        help="run a worker",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    c = _subcommand(sub, "check", "exit 0 if a worker's health file is fresh (probes)")
+    c.add_argument("--health-file", required=True, metavar="PATH")
+    c.add_argument(
+        "--max-age",
+        type=_non_negative_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="older than this, the file is stale",
     )
+
+    s = _subcommand(
+        sub,
+        "stats",
+        "show the depth of queues",
+        "Runs waiting, running, scheduled and dead now, and totals since each "
+        "queue was created.",
+    )
+    s.add_argument("queues", nargs="+", metavar="QUEUE")
+    d = _subcommand(
+        sub,
+        "dead",
+        "list dead-lettered runs",
+        "Dead-lettered runs of each queue, newest first: run id, job, attempt, "
+        "the error, and its traceback.",
+    )
+    d.add_argument("queues", nargs="+", metavar="QUEUE")
+    w = _subcommand(sub, "show", "show a run")
+    w.add_argument("run_id")
+    r = _subcommand(sub, "retry", "re-drive a dead-lettered run")
+    r.add_argument("run_id")
+    for inspecting in (s, d, w):
+        inspecting.add_argument(
+            "--json",
+            action="store_true",
+            help="machine output: one JSON object per line (per queue for "
+            "stats, per run for dead)",
+        )
+    for inspecting in (s, d, w, r):
+        inspecting.add_argument(
+            "--url", help="Redis URL (default: $STACKSHIFT_REDIS_URL)"
+        )
+    return parser
+
+
+def _worker_options(w: argparse.ArgumentParser) -> None:
     w.add_argument(
         "app", help="the app to serve, as MODULE:APP (e.g. workers.uploads:app)"
     )
@@ -117,23 +189,24 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--concurrency",
         "-c",
-        type=int,
+        type=_positive_int,
         default=DEFAULT_CONCURRENCY,
         help="handlers running at once",
     )
     w.add_argument(
         "--lease-timeout",
-        type=float,
+        type=_positive_seconds,
         default=DEFAULT_LEASE_TIMEOUT,
         metavar="SECONDS",
         help="after this long without renewal, a worker's runs are taken over by others",
     )
     w.add_argument(
         "--grace-period",
-        type=float,
+        type=_non_negative_seconds,
         default=DEFAULT_GRACE_PERIOD,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, time for in-flight runs to finish before they are handed back",
+        help="on SIGTERM/SIGINT, time for in-flight runs to finish before they are "
+        "handed back (a second signal hands them back at once)",
     )
     w.add_argument(
         "--burst", action="store_true", help="exit once the queues are empty"
@@ -151,7 +224,10 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: JSON unless stdout is a terminal",
     )
     w.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the lowest level of the lines logged",
     )
     w.add_argument(
         "--loop",
@@ -160,27 +236,54 @@ def _parser() -> argparse.ArgumentParser:
         help="event loop; auto: uvloop when installed (pip install 'stackshift[uvloop]')",
     )
 
-    c = sub.add_parser(
-        "check", help="exit 0 if a worker's health file is fresh (probes)"
-    )
-    c.add_argument("--health-file", required=True, metavar="PATH")
-    c.add_argument("--max-age", type=float, default=30.0, metavar="SECONDS")
 
-    for name, help_text in (
-        ("stats", "show the depth of queues"),
-        ("dead", "list dead-lettered runs"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("queues", nargs="+", metavar="QUEUE")
-        p.add_argument("--url", help="Redis URL (default: $STACKSHIFT_REDIS_URL)")
-    for name, help_text in (
-        ("show", "show a run"),
-        ("retry", "re-drive a dead-lettered run"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("run_id")
-        p.add_argument("--url", help="Redis URL (default: $STACKSHIFT_REDIS_URL)")
-    return parser
+def _version() -> str:
+    try:
+        return importlib.metadata.version("stackshift")
+    except importlib.metadata.PackageNotFoundError:  # a checkout, not installed
+        return "(not installed)"
+
+
+# argparse type functions: on a bad value, argparse prints
+# "argument --concurrency/-c: must be ..., got '0'" and exits 2.
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 class _Progress:
@@ -229,34 +332,125 @@ async def _serve(
         await app.close()
 
 
-def _print(value: Any) -> None:
-    print(json.dumps(msgspec.to_builtins(value), indent=2, default=str))
-
-
 async def _inspect(args: argparse.Namespace) -> int:
     async with Stackshift(args.url) as app:
         if args.command == "stats":
-            for queue in args.queues:
-                _print(await app.store.queue_stats(queue))
+            stats = [await app.store.queue_stats(queue) for queue in args.queues]
+            _output(args, stats, _stats_lines)
         elif args.command == "dead":
             for queue in args.queues:
-                _print(
-                    [
-                        {"run_id": r.run_id, "job": r.job, "error": r.error}
-                        for r in await app.dead_letters(queue)
-                    ]
-                )
+                runs = await app.dead_letters(queue)
+                _output(args, runs, functools.partial(_dead_lines, queue))
         elif args.command == "show":
             run = await app.get_run(args.run_id)
             if run is None:
                 raise StackshiftError(
                     f"run {args.run_id} does not exist (or its record expired)"
                 )
-            _print(run)
+            _output(args, [run], lambda rows: _run_lines(rows[0]))
         elif args.command == "retry":
             handle = await app.retry(args.run_id)
             print(f"re-driven: {handle.run_id}")
     return 0
+
+
+Row = dict[str, Any]
+
+
+def _output(
+    args: argparse.Namespace,
+    values: Sequence[Any],
+    lines: Callable[[list[Row]], list[str]],
+) -> None:
+    """JSON lines with ``--json``, else lines for a person to read."""
+    if args.json:
+        for value in values:
+            sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
+        sys.stdout.flush()
+        return
+    rows: list[Row] = [msgspec.to_builtins(value) for value in values]
+    for line in lines(rows):
+        print(_printable(line))
+
+
+def _stats_lines(rows: list[Row]) -> list[str]:
+    """A table: one row per queue, the counts now, then the totals."""
+    flat = [
+        {
+            **{k: v for k, v in row.items() if not isinstance(v, dict)},
+            **row.get("totals", {}),
+        }
+        for row in rows
+    ]
+    columns = list(dict.fromkeys(key for row in flat for key in row))
+    cells = [[str(row.get(c, "")) for c in columns] for row in flat]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in [columns, *cells]
+    ]
+
+
+def _dead_lines(queue: str, runs: list[Row]) -> list[str]:
+    if not runs:
+        return [f"queue {queue}: no dead runs"]
+    lines = [f"queue {queue}: {len(runs)} dead run{'s' if len(runs) > 1 else ''}"]
+    for run in runs:
+        head = f"{run.get('run_id')}  {run.get('job')}  attempt {run.get('attempt')}"
+        if run.get("finished_at"):
+            head += f"  failed {run['finished_at']}"
+        lines += ["", head, *_error_lines(run.get("error"), "  ")]
+    return lines
+
+
+def _error_lines(error: Row | None, indent: str) -> list[str]:
+    """``Type: message``, then the traceback as lines of its own."""
+    if not error:
+        return [f"{indent}(no error recorded)"]
+    message = str(error.get("message", "")).splitlines() or [""]
+    lines = [f"{indent}{error.get('type', '?')}: {message[0]}"]
+    lines += [f"{indent}  {more}" for more in message[1:]]
+    traceback_text = str(error.get("traceback") or "").rstrip()
+    lines += [f"{indent}  | {line}" for line in traceback_text.splitlines()]
+    return lines
+
+
+def _run_lines(run: Row) -> list[str]:
+    """A run, field by field; its JSON values (payload, results) as compact JSON."""
+    shown = {
+        k: v for k, v in run.items() if k not in ("steps", "error") and v is not None
+    }
+    width = max(len(key) for key in [*shown, "steps"])
+    lines = [
+        f"{key.ljust(width)}  {_json(value) if key in JSON_FIELDS else value}"
+        for key, value in shown.items()
+    ]
+    steps = run.get("steps") or []
+    lines.append(f"{'steps'.ljust(width)}  {len(steps)}")
+    lines.extend(
+        f"  {step.get('step_id')}  attempt {step.get('attempt')}"
+        f"  {step.get('recorded_at') or ''}  -> {_json(step.get('result'))}"
+        for step in steps
+    )
+    if run.get("error"):
+        lines += ["error", *_error_lines(run["error"], "  ")]
+    return lines
+
+
+JSON_FIELDS = frozenset({"payload", "result"})
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _printable(line: str) -> str:
+    """Control characters from stored text (an error message, a payload) are
+    shown escaped, not sent to the terminal."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
