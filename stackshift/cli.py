@@ -296,6 +296,13 @@ class _Progress:
 async def _serve(
     app: Stackshift, args: argparse.Namespace, progress: _Progress
 ) -> None:
+    if app.settings.url.startswith("memory://"):
+        log.warning(
+            "memory_backend_single_process",
+            url=app.settings.url,
+            detail="memory:// lives inside this process: this worker sees only "
+            "the runs enqueued by this process, none from other processes",
+        )
     worker = app.worker(
         args.queues or ["default"],
         concurrency=args.concurrency,

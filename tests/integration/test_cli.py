@@ -158,6 +158,17 @@ def inspect_runs(redis_url: str, env: dict[str, str], ok: str, bad: str) -> None
     assert again.returncode == 2 and "not failed" in again.stderr
 
 
+def test_a_worker_on_memory_warns_that_it_sees_only_its_own_process() -> None:
+    done = run_cli("worker", "tests.support.cli_app:app", "--burst", "--log-format", "json",
+                   env={"STACKSHIFT_REDIS_URL": "memory://cli-warning"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    (warning,) = [e for e in events if e["event"] == "memory_backend_single_process"]
+    assert warning["level"] == "warning"
+    assert "only the runs enqueued by this process" in warning["detail"]
+    assert "worker_started" in [e["event"] for e in events]
+
+
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
 NEVER_MADE = "01M8NN767RHDE9PX718TERFCMR.q"  # a well-formed run id
 
