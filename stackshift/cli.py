@@ -24,6 +24,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from .app import Stackshift
+from .config import redacted_url
 from .errors import ConfigError, StackshiftError, StoreError
 from .logs import configure_logging, get_logger
 from .worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
@@ -341,6 +342,12 @@ async def _serve(
 
 async def _inspect(args: argparse.Namespace) -> int:
     async with Stackshift(args.url) as app:
+        settings = app.settings
+        print(
+            f"reading {redacted_url(settings.url)} prefix {settings.prefix}",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.command == "stats":
             stats = [await app.store.queue_stats(queue) for queue in args.queues]
             _output(args, stats, _stats_lines)

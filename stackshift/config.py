@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import urllib.parse
 from datetime import timedelta
 from decimal import Decimal
 
@@ -67,3 +68,28 @@ def url_from_env(url: str | None) -> str:
 
 def prefix_from_env(prefix: str | None) -> str:
     return prefix or os.environ.get("STACKSHIFT_PREFIX") or "stackshift:"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` for display: a password, in the user part or as a ``password=``
+    query parameter, is replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    if "://" not in url:  # not a URL redis-py takes; hide anything before an @
+        return f"***@{url.rpartition('@')[2]}" if "@" in url else url
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    netloc = f"{user}:***@{host}" if at and colon and password else parts.netloc
+    query = parts.query
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in pairs):
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        query = urllib.parse.urlencode(hidden, safe="*")
+    # Rebuilt by hand: urlunsplit drops the // of an empty host (unix:///path).
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )

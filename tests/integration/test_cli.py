@@ -175,9 +175,10 @@ NEVER_MADE = "01M8NN767RHDE9PX718TERFCMR.q"  # a well-formed run id
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     """The single ``stackshift: ...`` line a failed command printed, and nothing
-    else (no traceback on either stream)."""
+    else (no traceback on either stream) but the inspection commands' ``reading``
+    line."""
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
-    lines = done.stderr.splitlines()
+    lines = [x for x in done.stderr.splitlines() if not x.startswith("reading ")]
     assert len(lines) == 1 and lines[0].startswith("stackshift: "), done.stderr
     return lines[0]
 
@@ -236,6 +237,26 @@ def test_inspecting_with_redis_down_is_one_line() -> None:
         done = run_cli(*args, "--url", DOWN)
         assert "127.0.0.1:1" in one_line_error(done), args
         assert done.returncode == 1, args
+
+
+def test_inspection_commands_say_which_redis_they_read_with_the_password_masked(
+    redis_url: str, prefix: str
+) -> None:
+    env = {"STACKSHIFT_PREFIX": prefix}
+    for args in (
+        ["stats", "q"],
+        ["dead", "q"],
+        ["show", NEVER_MADE],
+        ["retry", NEVER_MADE],
+    ):
+        done = run_cli(*args, "--url", redis_url, env=env)
+        assert done.stderr.splitlines()[0] == f"reading {redis_url} prefix {prefix}"
+        assert "reading" not in done.stdout
+        secret = run_cli(*args, "--url", "redis://app:s3cret-pw@127.0.0.1:1/0", env=env)
+        assert secret.stderr.splitlines()[0] == (
+            f"reading redis://app:***@127.0.0.1:1/0 prefix {prefix}"
+        )
+        assert "s3cret-pw" not in secret.stdout + secret.stderr
 
 
 async def test_check_reports_a_running_workers_health_file(

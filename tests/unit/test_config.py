@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stackshift import JobContext, Stackshift
-from stackshift.config import to_ms, to_seconds
+from stackshift.config import redacted_url, to_ms, to_seconds
 from stackshift.errors import ConfigError
 
 
@@ -75,3 +75,21 @@ async def test_a_delay_or_backoff_given_as_text_is_a_config_error() -> None:
 
         with pytest.raises(ConfigError, match=r"^delay must be .* got '5s' \(str\)"):
             await app.queue("later").enqueue("retried", {}, delay="5s")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("rediss://app:s3cret@cache.example:6380/2", "rediss://app:***@cache.example:6380/2"),
+        ("redis://app:p%40ss@cache/0", "redis://app:***@cache/0"),
+        ("redis://app@cache/0", "redis://app@cache/0"),
+        ("redis://cache/0?password=s3cret&db=1", "redis://cache/0?password=***&db=1"),
+        ("unix:///run/redis.sock?db=0&password=s3cret", "unix:///run/redis.sock?db=0&password=***"),
+        ("memory://demo", "memory://demo"),
+        ("app:s3cret@cache", "***@cache"),
+    ],
+)  # fmt: skip
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
