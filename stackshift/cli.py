@@ -99,7 +99,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if (
-            "default" in text
+            "(default" in text
             or action.default in (None, False, argparse.SUPPRESS)
             or not action.option_strings
         ):
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         "stats",
         "show the depth of queues",
-        "Runs waiting, running, scheduled and dead now, and totals since each "
+        "Runs waiting, running, scheduled and dead now, and totals since each\n"
         "queue was created.",
     )
     s.add_argument("queues", nargs="+", metavar="QUEUE")
@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         "dead",
         "list dead-lettered runs",
-        "Dead-lettered runs of each queue, newest first: run id, job, attempt, "
+        "Dead-lettered runs of each queue, newest first: run id, job, attempt,\n"
         "the error, and its traceback.",
     )
     d.add_argument("queues", nargs="+", metavar="QUEUE")
@@ -170,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
         )
     for inspecting in (s, d, w, r):
         inspecting.add_argument(
-            "--url", help="Redis URL (default: $STACKSHIFT_REDIS_URL)"
+            "--url",
+            help="Redis URL (default: $STACKSHIFT_REDIS_URL; the key prefix is "
+            "$STACKSHIFT_PREFIX, else stackshift:)",
         )
     return parser
 
@@ -488,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         configure_logging(json=False, level="warning")
         return anyio.run(_inspect, args)
-    except Exception as exc:
+    except (Exception, BaseExceptionGroup) as exc:  # a group may hold cancellations
         failure = None if progress.started else _failure(exc)
         if failure is None:  # a bug, or the running worker failed: as logged
             raise
