@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import urllib.parse
 from datetime import timedelta
+from decimal import Decimal
 
 import msgspec
 
@@ -15,14 +19,31 @@ Duration = timedelta | float | int
 
 
 def to_seconds(value: Duration, *, name: str = "duration") -> float:
-    """Normalise a ``timedelta`` or a number of seconds; negative values are refused."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0 or seconds != seconds:  # NaN check
-        raise ConfigError(f"{name} must be a non-negative duration, got {value!r}")
+    """Normalise a ``timedelta`` or a number of seconds.
+
+    Raises:
+        ConfigError: ``value`` is not a timedelta or a real number (text such as
+            ``"5s"``, None, a bool), or it is negative, NaN or infinite.
+    """
+    # bool is an int: True would silently mean one second.
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, numbers.Real | Decimal) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigError(
+            f"{name} must be a timedelta or a number of seconds, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"{name} must be a finite, non-negative duration, got {value!r}"
+        )
     return seconds
 
 
 def to_ms(value: Duration, *, name: str = "duration") -> int:
+    """``to_seconds`` in whole milliseconds (same checks, same errors)."""
     return int(to_seconds(value, name=name) * 1000)
 
 
@@ -51,3 +72,28 @@ def url_from_env(url: str | None) -> str:
 
 def prefix_from_env(prefix: str | None) -> str:
     return prefix or os.environ.get("STACKSHIFT_PREFIX") or "stackshift:"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` for display: a password, in the user part or as a ``password=``
+    query parameter, is replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    if "://" not in url:  # not a URL redis-py takes; hide anything before an @
+        return f"***@{url.rpartition('@')[2]}" if "@" in url else url
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    netloc = f"{user}:***@{host}" if at and colon and password else parts.netloc
+    query = parts.query
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in pairs):
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        query = urllib.parse.urlencode(hidden, safe="*")
+    # Rebuilt by hand: urlunsplit drops the // of an empty host (unix:///path).
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )

@@ -1,12 +1,171 @@
-"""Logging set-up for the ``stackshift`` command. The library itself never calls
-``structlog.configure()``: an app embedding stackshift keeps its own set-up."""
+"""Logging: the loggers stackshift's modules write to, and the set-up of the
+``stackshift`` command.
+
+The library itself never calls ``structlog.configure()``: an app embedding
+stackshift keeps its own set-up. Until structlog is configured, its defaults
+print every level to stdout, debug included; stackshift's own loggers
+(``get_logger``) then let only warnings and errors through, so that an app
+that never set up logging is not flooded with a library's debug lines.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
+
+# Without a structlog configuration, lines below this level are dropped.
+UNCONFIGURED_LEVEL = logging.WARNING
+
+
+def get_logger(name: str) -> FilteringBoundLogger:
+    """The logger a stackshift module writes to (``get_logger("stackshift.worker")``).
+
+    Whether structlog is configured is checked at each call, not at import:
+    apps configure structlog after importing their libraries. Once it is
+    configured, the app's processors, level and output apply in full.
+    """
+    return LibraryLogger(name, {})
+
+
+class LibraryLogger:
+    """A structlog logger that drops debug and info lines while structlog is not
+    configured, and otherwise hands every call to structlog as configured then.
+
+    Bound values are kept here and given to a lazy structlog proxy, so that a
+    logger bound before the app configured structlog still follows that
+    configuration when it logs.
+    """
+
+    __slots__ = ("_name", "_proxy", "_values")
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        self._name = name
+        self._values = values
+        # A lazy proxy: it builds a bound logger from the configuration of
+        # the moment at each call (or caches one, if the app says so).
+        self._proxy: Any = structlog.get_logger(name, **values)
+
+    def __repr__(self) -> str:
+        return f"LibraryLogger({self._name!r}, {self._values!r})"
+
+    @property
+    def _context(self) -> dict[str, Any]:
+        return self._values
+
+    def bind(self, **new_values: Any) -> LibraryLogger:
+        return LibraryLogger(self._name, {**self._values, **new_values})
+
+    def unbind(self, *keys: str) -> LibraryLogger:
+        values = dict(self._values)
+        for key in keys:
+            del values[key]  # KeyError, as structlog's unbind
+        return LibraryLogger(self._name, values)
+
+    def try_unbind(self, *keys: str) -> LibraryLogger:
+        values = {k: v for k, v in self._values.items() if k not in keys}
+        return LibraryLogger(self._name, values)
+
+    def new(self, **new_values: Any) -> LibraryLogger:
+        return LibraryLogger(self._name, new_values)
+
+    def is_enabled_for(self, level: int) -> bool:
+        if not structlog.is_configured():
+            return level >= UNCONFIGURED_LEVEL
+        check = getattr(self._proxy.bind(), "is_enabled_for", None)
+        return True if check is None else bool(check(level))
+
+    def get_effective_level(self) -> int:
+        if not structlog.is_configured():
+            return UNCONFIGURED_LEVEL
+        level = getattr(self._proxy.bind(), "get_effective_level", None)
+        return logging.NOTSET if level is None else int(level())
+
+    def log(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        if level < UNCONFIGURED_LEVEL and not structlog.is_configured():
+            return None
+        return self._proxy.log(level, event, *args, **kw)
+
+    async def alog(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        if level < UNCONFIGURED_LEVEL and not structlog.is_configured():
+            return None
+        return await self._proxy.alog(level, event, *args, **kw)
+
+    # Below warning: dropped while structlog is not configured.
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+        if structlog.is_configured():
+            return self._proxy.debug(event, *args, **kw)
+        return None
+
+    async def adebug(self, event: str, *args: Any, **kw: Any) -> Any:
+        if structlog.is_configured():
+            return await self._proxy.adebug(event, *args, **kw)
+        return None
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        if structlog.is_configured():
+            return self._proxy.info(event, *args, **kw)
+        return None
+
+    async def ainfo(self, event: str, *args: Any, **kw: Any) -> Any:
+        if structlog.is_configured():
+            return await self._proxy.ainfo(event, *args, **kw)
+        return None
+
+    def msg(self, event: str, *args: Any, **kw: Any) -> Any:
+        if structlog.is_configured():
+            return self._proxy.msg(event, *args, **kw)
+        return None
+
+    async def amsg(self, event: str, *args: Any, **kw: Any) -> Any:
+        if structlog.is_configured():
+            return await self._proxy.amsg(event, *args, **kw)
+        return None
+
+    # Warning and above: always passed on.
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.warning(event, *args, **kw)
+
+    async def awarning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return await self._proxy.awarning(event, *args, **kw)
+
+    def warn(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.warning(event, *args, **kw)
+
+    async def awarn(self, event: str, *args: Any, **kw: Any) -> Any:
+        return await self._proxy.awarning(event, *args, **kw)
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.error(event, *args, **kw)
+
+    async def aerror(self, event: str, *args: Any, **kw: Any) -> Any:
+        return await self._proxy.aerror(event, *args, **kw)
+
+    def err(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.error(event, *args, **kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.exception(event, *args, **kw)
+
+    async def aexception(self, event: str, *args: Any, **kw: Any) -> Any:
+        return await self._proxy.aexception(event, *args, **kw)
+
+    def critical(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.critical(event, *args, **kw)
+
+    async def acritical(self, event: str, *args: Any, **kw: Any) -> Any:
+        return await self._proxy.acritical(event, *args, **kw)
+
+    def fatal(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._proxy.critical(event, *args, **kw)
+
+    async def afatal(self, event: str, *args: Any, **kw: Any) -> Any:
+        return await self._proxy.acritical(event, *args, **kw)
 
 
 def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
