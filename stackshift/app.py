@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Duration, Settings, prefix_from_env, to_seconds, url_from_env
+from .cron import CronSchedule
 from .context import State
 from .errors import PayloadError, StackshiftError
 from .queue import (
@@ -277,6 +279,47 @@ class Stackshift:
             return handler
 
         return register
+
+    def cron(
+        self,
+        name: str,
+        schedule: str,
+        *,
+        queue: str | None = None,
+        tz: str = "UTC",
+        retries: int | None = None,
+        backoff: Duration | Callable[[int], Duration] | None = None,
+        timeout: Duration | None | Any = _DEFAULT,
+    ) -> Callable[[H], H]:
+        """Register an async handler as the job ``name``, run once per tick of
+        ``schedule``, however many workers serve ``queue``.
+
+        Each tick's run has an id made from the name and the tick, so any
+        number of workers make one run per tick; the next tick never waits for
+        this one's run. After downtime, one run is made for the latest missed
+        tick, and the missed ones are counted (``stackshift show``, dashboard).
+        The payload is ``{"cron": name, "tick": <epoch ms>, "missed": <n>}``.
+
+        Args:
+            name: the job's (and the schedule's) name.
+            schedule: five-field cron (``"0 3 * * *"``), or six fields whose
+                first is seconds (``"*/5 * * * * *"``).
+            queue: the queue its runs go to (default "default"); the workers
+                serving it make the ticks.
+            tz: the IANA time zone the schedule is read in.
+        """
+        cron = CronSchedule.parse(schedule, tz)
+        register = self.job(
+            name, retries=retries, backoff=backoff, timeout=timeout, queue=queue
+        )
+
+        def with_schedule(handler: H) -> H:
+            register(handler)
+            spec = self.registry.get(name)
+            self.registry.replace(dataclasses.replace(spec, cron=cron))
+            return handler
+
+        return with_schedule
 
     # --- run a worker in this process -----------------------------------------
 

@@ -13,6 +13,7 @@ import structlog
 from .config import Duration, to_ms
 from .context import current_correlation_id
 from .errors import PayloadError
+from .logs import get_logger
 from .registry import Registry
 from .serialization import encode
 from .store import EnqueueRequest, EnqueueResult, Store
@@ -22,7 +23,7 @@ from .store.notify import ResultWaiter
 if TYPE_CHECKING:
     from .serialization import RunInfo
 
-log = structlog.get_logger("stackshift")
+log = get_logger("stackshift")
 
 MAX_CORRELATION_ID = 256
 

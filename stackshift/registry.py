@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import Duration, to_seconds
+from .cron import CronSchedule
 from .errors import ConfigError, UnknownJobError
 from .store.keys import check_name
 
@@ -59,6 +60,7 @@ class JobSpec:
     )
     return_type: Any = Any  # what results decode into (RunHandle, step.invoke)
     on_event: tuple[str, ...] = ()  # event names that each make a run of it
+    cron: CronSchedule | None = None  # makes one run per tick (app.cron)
 
 
 def handler_types(handler: Handler) -> tuple[Any, Any]:
@@ -101,6 +103,10 @@ class Registry:
             raise ConfigError(f"job {spec.name!r} is already registered")
         self._jobs[spec.name] = spec
 
+    def replace(self, spec: JobSpec) -> None:
+        """Put ``spec`` in place of the registered job of its name."""
+        self._jobs[spec.name] = spec
+
     def get(self, name: str) -> JobSpec:
         spec = self._jobs.get(name)
         if spec is None:
@@ -118,6 +124,10 @@ class Registry:
 
     def specs(self) -> list[JobSpec]:
         return [self._jobs[name] for name in sorted(self._jobs)]
+
+    def crons(self) -> list[JobSpec]:
+        """The jobs with a cron schedule."""
+        return [spec for spec in self.specs() if spec.cron is not None]
 
     def subscriptions(self) -> dict[str, list[tuple[str, str]]]:
         """Event name -> [(job, queue)] of the jobs with ``on_event``."""
@@ -138,6 +148,7 @@ def build_spec(
     timeout: float | None,
     queue: str | None = None,
     on_event: str | tuple[str, ...] | list[str] = (),
+    cron: CronSchedule | None = None,
 ) -> JobSpec:
     check_name(name, "job")
     if not inspect.iscoroutinefunction(handler):
@@ -162,4 +173,5 @@ def build_spec(
         queue=queue,
         return_type=return_type,
         on_event=events,
+        cron=cron,
     )

@@ -10,16 +10,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from ..errors import JobFailed, StackshiftError
+from ..logs import get_logger
 from ..serialization import RunStatus, decode, error_decoder
 from .keys import queue_of_run
 
 if TYPE_CHECKING:
     from . import Store
 
-log = structlog.get_logger("stackshift")
+log = get_logger("stackshift")
 
 # A backstop for a pub/sub message lost in a reconnect: re-read the run this
 # often while waiting. Waiting is otherwise pure notification, not polling.

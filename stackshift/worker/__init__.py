@@ -20,12 +20,13 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from ..errors import ConfigError, StoreError
+from ..logs import get_logger
 from ..store import StartResult
 from ..store.keys import check_name
+from .cron import CronKeeper
 from .dispatch import Dispatcher
 from .events import EventRouter
 from .health import HealthReporter
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker"]
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 DEFAULT_CONCURRENCY = 10
 DEFAULT_LEASE_TIMEOUT = 30.0
@@ -102,6 +103,9 @@ class Worker:
         self._slots = Slots(concurrency)
         self._leases = LeaseKeeper(store, self.consumer, lease_timeout)
         self._scheduler = Scheduler(store, self.queues)
+        crons = CronKeeper(store, app.registry.crons(), self.queues)
+        if len(crons):
+            self._scheduler.add_chore(crons)
         self._runner = Runner(app, self._leases, self._slots, self._scheduler.poke)
         self._notices = Notices(
             store, self.queues, self._scheduler.poke, self._leases.cancel_run

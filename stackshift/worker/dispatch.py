@@ -8,15 +8,14 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from ..errors import StoreError
+from ..logs import get_logger
 from ..serialization import ErrorInfo, encode
 from ..store import Entry, Lease, StartResult, Store
 from ..store.keys import new_run_id
 from .slots import Slots
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 MAX_BATCH = 100  # entries per read or claim
 

@@ -20,14 +20,14 @@ import time
 
 import anyio
 import msgspec
-import structlog
 
 from ..errors import StoreError
+from ..logs import get_logger
 from ..serialization import EventValue, encode
 from ..store import EnqueueRequest, SentEvent, Store, Waiter
 from ..store.keys import derived_run_id
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 BATCH = 100
 BLOCK_MS = 2000

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import anyio
-import structlog
 
 from ..errors import StoreError
+from ..logs import get_logger
 from ..store import Store
 from .slots import Slots
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 HEALTH_INTERVAL = 5.0
 

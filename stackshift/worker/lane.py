@@ -12,15 +12,15 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import anyio
-import structlog
 
 from ..errors import StoreError
+from ..logs import get_logger
 from ..store import Entry, Store
 from .dispatch import MAX_BATCH, Dispatcher
 from .reclaim import Reclaimer
 from .slots import Slots
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 BLOCK_MS = 2000
 # A burst worker checks whether it is done after every empty read: a short

@@ -7,12 +7,12 @@ import dataclasses
 import time
 
 import anyio
-import structlog
 
 from ..errors import StoreError
+from ..logs import get_logger
 from ..store import Lease, Store
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 
 @dataclasses.dataclass(slots=True, eq=False)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import structlog
 
+from ..logs import get_logger
 from ..store import Store
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 RECONNECT_SECONDS = 1.0
 

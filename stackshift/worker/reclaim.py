@@ -11,14 +11,13 @@ from __future__ import annotations
 import random
 import time
 
-import structlog
-
 from ..errors import StoreError
+from ..logs import get_logger
 from ..store import Store
 from .dispatch import MAX_BATCH, Dispatcher
 from .slots import Slots
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 PRUNE_EVERY = 20  # reclaim ticks between consumer prunes
 

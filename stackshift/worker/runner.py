@@ -20,6 +20,7 @@ from ..context import (
     current_correlation_id,
 )
 from ..errors import JobTimeoutError, NonRetriableError, PayloadError, StoreError
+from ..logs import get_logger
 from ..registry import JobSpec
 from ..serialization import ErrorInfo, decode, encode
 from ..step import Step
@@ -42,7 +43,7 @@ from .slots import Slots
 if TYPE_CHECKING:
     from ..app import Stackshift
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 MAX_TRACEBACK = 16 * 1024
 

@@ -16,12 +16,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-import structlog
 
 from ..errors import StoreError
+from ..logs import get_logger
 from ..store import Store
 
-log = structlog.get_logger("stackshift.worker")
+log = get_logger("stackshift.worker")
 
 # With nothing due, look again this often anyway: a wake message lost in a
 # reconnect delays a run by this much at most.
