@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Duration, Settings, prefix_from_env, to_seconds, url_from_env
+from .context import JobContext, State
 from .cron import CronSchedule
-from .context import State
 from .errors import PayloadError, StackshiftError
+from .job import Job
 from .queue import (
     Queue,
     RunHandle,
     checked_correlation_id,
     inherited_correlation_id,
 )
-from .registry import Handler, Registry, build_spec
+from .registry import Registry, build_spec
 from .serialization import EventReceipt, RunInfo, RunStatus, encode
 from .store import Store
 from .store.keys import check_name, key_part, new_event_id
-from .store.notify import ResultWaiter
+from .sync import SyncPortal
 
 if TYPE_CHECKING:
     from .worker import Worker
 
-H = TypeVar("H", bound=Handler)
+P = TypeVar("P")
+R = TypeVar("R")
 
 _DEFAULT = object()  # "not given": the app-wide default applies
 
@@ -99,7 +101,7 @@ class Stackshift:
         self.store = Store(self.settings)
         self.registry = Registry()
         self.state = AppState(self.store)
-        self._waiter = ResultWaiter(self.store)
+        self.sync = SyncPortal()  # the private loop of the *_sync methods
         self._queues: dict[str, Queue] = {}
 
     def __repr__(self) -> str:
@@ -111,9 +113,7 @@ class Stackshift:
         """The queue called ``name`` (``[A-Za-z0-9_.-]{1,64}``)."""
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = Queue(
-                name, self.store, self.registry, self._waiter
-            )
+            queue = self._queues[name] = Queue(name, self)
         return queue
 
     async def get_run(self, run_id: str) -> RunInfo | None:
@@ -121,11 +121,15 @@ class Stackshift:
         timestamps), or None if it does not exist or has expired."""
         return await self.store.get_run(run_id)
 
-    def handle(self, run_id: str) -> RunHandle:
-        """A handle on an existing run, to wait for its result."""
-        return RunHandle(run_id, False, self._waiter)
+    def get_run_sync(self, run_id: str) -> RunInfo | None:
+        """``get_run()`` for code without an event loop (Flask, Django, scripts)."""
+        return self.sync.call("get_run", self.get_run, run_id)
 
-    async def retry(self, run_id: str) -> RunHandle:
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        """A handle on an existing run, to wait for its result."""
+        return RunHandle(run_id, False, self)
+
+    async def retry(self, run_id: str) -> RunHandle[Any]:
         """Re-drive a dead-lettered run: it is queued again and resumes after its
         last recorded step.
 
@@ -141,7 +145,7 @@ class Stackshift:
             raise StackshiftError(
                 f"run {run_id} is {status}, not failed: nothing to retry"
             )
-        return RunHandle(run_id, False, self._waiter)
+        return RunHandle(run_id, False, self)
 
     async def cancel(self, run_id: str, *, reason: str = "") -> RunStatus:
         """Cancel a run.
@@ -216,6 +220,48 @@ class Stackshift:
         sent, _entry = await self.store.send_event(name, event_id, raw, correlation)
         return EventReceipt(event_id, duplicate=not sent)
 
+    async def runs(
+        self,
+        queue: str = "default",
+        *,
+        status: RunStatus | str | None = None,
+        job: str | None = None,
+        limit: int | None = 100,
+    ) -> AsyncIterator[RunInfo]:
+        """A queue's runs, read page by page through the structures that hold
+        each status (never a scan of keys): running and queued runs newest
+        first, suspended and scheduled ones soonest due first, then ended ones
+        (completed, failed, cancelled) newest first. ``status`` and ``job``
+        filter; ``limit`` caps how many (None: all).
+
+        Usage: ``async for run in app.runs("uploads", status="failed"): ...``
+        """
+        check_name(queue, "queue")
+        wanted = None if status is None else RunStatus(status)
+        cursor: str | None = None
+        given = 0
+        while limit is None or given < limit:
+            page_size = 100 if limit is None else min(100, limit - given)
+            page, cursor = await self.store.list_runs(
+                queue, status=wanted, job=job, limit=page_size, cursor=cursor
+            )
+            for run in page:
+                yield run
+            given += len(page)
+            if cursor is None:
+                return
+
+    async def retry_dead(self, queue: str = "default") -> int:
+        """Re-drive every dead-lettered run of a queue (each resumes after its
+        last recorded step). Returns how many were re-driven."""
+        return await self.store.redrive_all(check_name(queue, "queue"))
+
+    async def release_idempotency_key(self, queue: str, key: str) -> bool:
+        """Forget an idempotency key, so that the next enqueue with it makes a
+        new run (after its run was dead-lettered, say). Returns whether the key
+        was held."""
+        return await self.store.release_idempotency_key(check_name(queue, "queue"), key)
+
     async def dead_letters(
         self, queue: str = "default", limit: int = 100
     ) -> list[RunInfo]:
@@ -238,8 +284,11 @@ class Stackshift:
         payload: Any = None,
         queue: str | None = None,
         on_event: str | Sequence[str] = (),
-    ) -> Callable[[H], H]:
+    ) -> Callable[[Callable[[JobContext[P]], Awaitable[R]]], Job[P, R]]:
         """Register an async handler as the job ``name``.
+
+        Returns a ``Job``: still callable as the handler, and
+        ``await job.enqueue(payload)`` makes a run of it (typed).
 
         Args:
             name: the job name runs are enqueued under (``[A-Za-z0-9_.-]{1,64}``).
@@ -249,8 +298,10 @@ class Stackshift:
             timeout: per-attempt limit (default: the app's, 30 min); None: no limit.
             payload: the payload type, when the handler is not annotated
                 ``ctx: JobContext[T]``.
-            queue: where runs made for it go by default: by events (``on_event``),
-                as child runs (``step.invoke``) and crons.
+            queue: where its runs go unless told otherwise: ``Job.enqueue``,
+                runs made by events (``on_event``), child runs (``step.invoke``)
+                and cron ticks. Default "default". Enqueueing by name
+                (``app.queue(q).enqueue(name, ...)``) still picks its queue.
             on_event: an event name (or several): each event sent with it makes
                 one run of this job, with the event's data as payload.
         """
@@ -258,8 +309,9 @@ class Stackshift:
             seconds = self.settings.default_timeout
         else:
             seconds = None if timeout is None else to_seconds(timeout, name="timeout")
+        events = (on_event,) if isinstance(on_event, str) else tuple(on_event)
 
-        def register(handler: H) -> H:
+        def register(handler: Callable[[JobContext[P]], Awaitable[R]]) -> Job[P, R]:
             self.registry.add(
                 build_spec(
                     name,
@@ -271,12 +323,10 @@ class Stackshift:
                     backoff=backoff,
                     timeout=seconds,
                     queue=queue,
-                    on_event=(on_event,)
-                    if isinstance(on_event, str)
-                    else tuple(on_event),
+                    on_event=events,
                 )
             )
-            return handler
+            return Job(self, name, handler)
 
         return register
 
@@ -290,7 +340,7 @@ class Stackshift:
         retries: int | None = None,
         backoff: Duration | Callable[[int], Duration] | None = None,
         timeout: Duration | None | Any = _DEFAULT,
-    ) -> Callable[[H], H]:
+    ) -> Callable[[Callable[[JobContext[P]], Awaitable[R]]], Job[P, R]]:
         """Register an async handler as the job ``name``, run once per tick of
         ``schedule``, however many workers serve ``queue``.
 
@@ -313,11 +363,13 @@ class Stackshift:
             name, retries=retries, backoff=backoff, timeout=timeout, queue=queue
         )
 
-        def with_schedule(handler: H) -> H:
-            register(handler)
+        def with_schedule(
+            handler: Callable[[JobContext[P]], Awaitable[R]],
+        ) -> Job[P, R]:
+            job = register(handler)
             spec = self.registry.get(name)
             self.registry.replace(dataclasses.replace(spec, cron=cron))
-            return handler
+            return job
 
         return with_schedule
 
@@ -330,12 +382,44 @@ class Stackshift:
 
         return Worker(self, list(queues), **options)
 
+    async def run_until_idle(
+        self,
+        queues: Sequence[str] = ("default",),
+        *,
+        skip_time: bool = True,
+        skip_waits: bool = False,
+        concurrency: int = 10,
+    ) -> None:
+        """Run every due run of ``queues`` in this process until nothing is
+        left: for tests, on memory:// or a real Redis, with no worker process.
+
+        Retries, child runs, resumed and event-made runs are run too. Returns
+        when nothing waits, runs or is scheduled; runs waiting for an event (or
+        a child on another queue) are left waiting.
+
+        Args:
+            skip_time: delays, retry backoffs and sleeps are due at once.
+            skip_waits: waits for an event or a child with a timeout time out
+                at once, too.
+        """
+        mode = "real"
+        if skip_time:
+            mode = "skip_all" if skip_waits else "skip"
+        worker = self.worker(
+            queues, burst=True, concurrency=concurrency, grace_period=0, timers=mode
+        )
+        await worker.run()
+
     # --- lifecycle -------------------------------------------------------------
 
     async def close(self) -> None:
-        """Release the connections."""
-        await self._waiter.close()
+        """Release this event loop's connections (each loop the app is used
+        from has its own; a loop that ends closes its own as it shuts down)."""
         await self.store.close()
+
+    def close_sync(self) -> None:
+        """Release the connections of the sync API's private loop, and stop it."""
+        self.sync.close(before=self.store.close)
 
     async def __aenter__(self) -> Stackshift:
         return self

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
 import structlog
@@ -15,13 +16,16 @@ from .context import current_correlation_id
 from .errors import PayloadError
 from .logs import get_logger
 from .registry import Registry
-from .serialization import encode
+from .serialization import decode, encode
 from .store import EnqueueRequest, EnqueueResult, Store
 from .store.keys import check_name, key_part, new_run_id, queue_of_run
-from .store.notify import ResultWaiter
+from .store.notify import wait_for_result
 
 if TYPE_CHECKING:
+    from .app import Stackshift
     from .serialization import RunInfo
+
+R = TypeVar("R")
 
 log = get_logger("stackshift")
 
@@ -52,28 +56,32 @@ def checked_correlation_id(correlation_id: object) -> str:
     return correlation_id
 
 
-class RunHandle:
+class RunHandle(Generic[R]):
     """A run that was enqueued: its id, and a way to wait for its result."""
 
-    __slots__ = ("_waiter", "deduplicated", "queue", "run_id")
+    __slots__ = ("_app", "_result_type", "deduplicated", "queue", "run_id")
 
     def __init__(
         self,
         run_id: str,
         deduplicated: bool,
-        waiter: ResultWaiter,
+        app: Stackshift,
         queue: str | None = None,
+        result_type: Any = Any,
     ) -> None:
         self.run_id = run_id
         self.deduplicated = deduplicated
         self.queue = queue_of_run(run_id) if queue is None else queue
-        self._waiter = waiter
+        self._app = app
+        self._result_type = result_type
 
     def __repr__(self) -> str:
         return f"RunHandle(run_id={self.run_id!r}, deduplicated={self.deduplicated})"
 
-    async def result(self, timeout: Duration | None = None) -> Any:  # noqa: ASYNC109 (the contract)
-        """Wait for the run to finish and return its result.
+    async def result(self, timeout: Duration | None = None) -> R:  # noqa: ASYNC109 (the contract)
+        """Wait for the run to finish and return its result, decoded into the
+        job's return type when the job is known here (``Job.enqueue``, or a job
+        registered in this app).
 
         Waits on a notification from the worker, not by polling Redis.
 
@@ -81,29 +89,51 @@ class RunHandle:
             timeout: seconds (or a timedelta) to wait; None waits as long as it takes.
 
         Raises:
-            JobFailed: the run was dead-lettered (out of attempts, or non-retriable).
+            JobFailed: the run was dead-lettered (out of attempts, or
+                non-retriable) or cancelled.
             TimeoutError: it did not finish within ``timeout``.
         """
         seconds = math.inf if timeout is None else to_ms(timeout) / 1000
-        return await self._waiter.wait(self.run_id, seconds)
+        raw = await wait_for_result(self._app.store, self.run_id, seconds)
+        if raw is None:
+            return None  # type: ignore[return-value]
+        try:
+            return cast(R, decode(raw, self._result_type))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise PayloadError(
+                f"run {self.run_id}: its result does not decode into "
+                f"{self._result_type!r}: {exc}"
+            ) from exc
+
+    def result_sync(self, timeout: Duration | None = None) -> R:
+        """``result()`` for code without an event loop (Flask, Django, scripts)."""
+        return self._app.sync.call("result", self.result, timeout)
 
     async def info(self) -> RunInfo | None:
-        return await self._waiter.store.get_run(self.run_id)
+        return await self._app.store.get_run(self.run_id)
 
 
 class Queue:
     """Enqueue runs onto one queue: ``app.queue("emails")``."""
 
-    def __init__(
-        self, name: str, store: Store, registry: Registry, waiter: ResultWaiter
-    ) -> None:
+    def __init__(self, name: str, app: Stackshift) -> None:
         self.name = check_name(name, "queue")
-        self._store = store
-        self._registry = registry
-        self._waiter = waiter
+        self._app = app
+        self._store: Store = app.store
+        self._registry: Registry = app.registry
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
+
+    def _handle(self, run_id: str, deduplicated: bool, job: str) -> RunHandle[Any]:
+        spec = self._registry.find(job)
+        return RunHandle(
+            run_id,
+            deduplicated,
+            self._app,
+            self.name,
+            spec.return_type if spec is not None else Any,
+        )
 
     def _request(
         self,
@@ -171,7 +201,7 @@ class Queue:
         correlation_id: str | None = None,
         delay: Duration | None = None,
         run_at: datetime | float | None = None,
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         """Enqueue a run of ``job`` (one round trip).
 
         Args:
@@ -203,7 +233,37 @@ class Queue:
         # No log line here: this is the web app's hot path, and an app that has
         # not configured structlog would print every enqueue.
         res = await self._store.enqueue(self.name, req)
-        return RunHandle(res.run_id, res.deduplicated, self._waiter, self.name)
+        if self.name not in self._store.registered_queues:
+            await self._store.register_queue(self.name)
+        return self._handle(res.run_id, res.deduplicated, job)
+
+    def enqueue_sync(
+        self,
+        job: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        delay: Duration | None = None,
+        run_at: datetime | float | None = None,
+    ) -> RunHandle[Any]:
+        """``enqueue()`` for code without an event loop (Flask, Django, scripts).
+
+        Raises:
+            StackshiftError: called from a thread that runs an event loop.
+        """
+        return self._app.sync.call(
+            "enqueue",
+            functools.partial(
+                self.enqueue,
+                job,
+                payload,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                delay=delay,
+                run_at=run_at,
+            ),
+        )
 
     async def enqueue_made(
         self,
@@ -235,7 +295,7 @@ class Queue:
         *,
         delay: Duration | None = None,
         batch_size: int = 1000,
-    ) -> list[RunHandle]:
+    ) -> list[RunHandle[Any]]:
         """Enqueue one run per payload, ``batch_size`` per pipelined round trip.
 
         Every payload is validated before anything is sent.
@@ -251,13 +311,28 @@ class Queue:
             )
             for p in payloads
         ]
-        handles: list[RunHandle] = []
+        handles: list[RunHandle[Any]] = []
         for start in range(0, len(reqs), batch_size):
             results = await self._store.enqueue_many(
                 self.name, reqs[start : start + batch_size]
             )
-            handles.extend(
-                RunHandle(r.run_id, r.deduplicated, self._waiter, self.name)
-                for r in results
-            )
+            handles.extend(self._handle(r.run_id, r.deduplicated, job) for r in results)
+        if self.name not in self._store.registered_queues:
+            await self._store.register_queue(self.name)
         return handles
+
+    def enqueue_many_sync(
+        self,
+        job: str,
+        payloads: Iterable[Any],
+        *,
+        delay: Duration | None = None,
+        batch_size: int = 1000,
+    ) -> list[RunHandle[Any]]:
+        """``enqueue_many()`` for code without an event loop."""
+        return self._app.sync.call(
+            "enqueue_many",
+            functools.partial(
+                self.enqueue_many, job, payloads, delay=delay, batch_size=batch_size
+            ),
+        )

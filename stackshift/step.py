@@ -40,7 +40,7 @@ MAX_MATCH_FIELDS = 16
 # A run's creation time and an event's send time come from the clocks of two
 # Redis servers on a cluster (the queue's and the events' slots): an event sent
 # this long before the run was made still counts as sent after it.
-CLOCK_SKEW_MS = 1000
+CLOCK_SKEW_MS = 100
 
 # What each kind of step is called in errors (StepRecord.k).
 _KINDS = {"": "step.run", "sleep": "step.sleep", "event": "step.wait_for_event",

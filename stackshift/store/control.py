@@ -5,6 +5,7 @@ cron ticks' runs."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -50,6 +51,25 @@ class ControlStore(StoreBase):
         )
         return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
 
+    async def redrive_all(self, queue: str) -> int:
+        """Re-drive every dead letter of a queue, a batch at a time."""
+        q = self.keys.queue(queue)
+        done = 0
+        while True:
+            with mapped_errors("retry dead"):
+                ids = [as_str(i) for i in await self.client.zrange(q.dead, 0, 99)]
+            if not ids:
+                return done
+            replies = await asyncio.gather(*(self.redrive(i) for i in ids))
+            moved = sum(outcome == "ok" for outcome, _ in replies)
+            done += moved
+            if not moved:
+                return done  # what is left is not redrivable (expired records)
+
+    async def release_idempotency_key(self, queue: str, key: str) -> bool:
+        with mapped_errors("release idempotency key"):
+            return bool(await self.client.delete(self.keys.queue(queue).idem(key)))
+
     async def resume(
         self, run_id: str, step_key: str, kind: str, value: bytes, error: bytes = b""
     ) -> str:
@@ -63,22 +83,31 @@ class ControlStore(StoreBase):
         )
         return as_str(reply[0])
 
-    async def fire_timers(self, queue: str) -> tuple[int, float | None]:
+    async def fire_timers(
+        self, queue: str, mode: str = "real"
+    ) -> tuple[int, float | None]:
         """Move the runs whose time has come (timers.lua): scheduled runs that
-        are due, suspended runs whose sleep or wait ran out.
+        are due, suspended runs whose sleep or wait ran out. ``mode``: 'real',
+        or for tests 'skip' (scheduled runs and sleeps are due now) and
+        'skip_all' (and waits with a timeout time out now).
 
         Returns (runs moved, seconds until the next one is due, or None)."""
         q = self.keys.queue(queue)
         moved = 0
+        skipped = 0  # suspended runs at the head that a 'skip' mode left waiting
         while True:
             # Candidates: what is due by the server's clock as last seen here
             # (timers.lua checks each against the server's clock itself).
             # Waits with no deadline (score inf) never come due.
-            horizon = self.server_now_ms(margin_ms=TIMER_MARGIN_MS) or 1e15
+            horizon = 1e15
+            if mode == "real":
+                horizon = self.server_now_ms(margin_ms=TIMER_MARGIN_MS) or horizon
             with mapped_errors("timers"):
                 pipe = self.client.pipeline(transaction=False)
-                for zset in (q.delayed, q.suspended):
-                    pipe.zrangebyscore(zset, "-inf", horizon, start=0, num=TIMER_BATCH)
+                pipe.zrangebyscore(q.delayed, "-inf", horizon, start=0, num=TIMER_BATCH)
+                pipe.zrangebyscore(
+                    q.suspended, "-inf", horizon, start=skipped, num=TIMER_BATCH
+                )
                 delayed, suspended = await pipe.execute()
             ids = [as_str(i) for i in (*delayed, *suspended)]
             if not ids:
@@ -86,10 +115,16 @@ class ControlStore(StoreBase):
             keys = [q.delayed, q.suspended, q.stream]
             for run_id in ids:
                 keys += [q.run(run_id), q.steps(run_id)]
-            reply = await self._call("timers", keys, [len(delayed), *ids])
+            reply = await self._call("timers", keys, [len(delayed), mode, *ids])
             scheduled, woken, now = int(reply[0]), int(reply[1]), int(reply[2])
             self.saw_server_time(now)
             moved += scheduled + woken
+            if mode != "real":
+                # Every candidate was looked at: go on past those left waiting.
+                skipped += len(suspended) - woken
+                if len(delayed) < TIMER_BATCH and len(suspended) < TIMER_BATCH:
+                    return moved, None
+                continue
             # A full batch that was all due: more may be due behind it.
             if (len(delayed) == TIMER_BATCH and scheduled == len(delayed)) or (
                 len(suspended) == TIMER_BATCH and woken == len(suspended)

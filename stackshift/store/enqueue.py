@@ -79,11 +79,15 @@ class EnqueueStore(StoreBase):
             out += [EnqueueResult(as_str(r[0]), bool(int(r[1]))) for r in reply]
         return out
 
+    @property
+    def registered_queues(self) -> set[str]:
+        """Queues this process has added to the registry."""
+        return self._registered
+
     async def register_queue(self, queue: str) -> None:
         """Add ``queue`` to the registry of queues (what the dashboard and
-        ``stackshift queues`` list); once per queue per process."""
-        if queue in self._registered:
-            return
+        ``stackshift queues`` list); the enqueue side does it once per queue
+        and process, after its first enqueue there."""
         with mapped_errors("register queue"):
             await self.client.sadd(self.keys.queue_registry, queue)
         self._registered.add(queue)

@@ -229,6 +229,11 @@ class EventStore(StoreBase):
             name, as_str(reply[1]), reply[2], as_str(reply[3]), int(reply[4])
         )
 
+    async def events_unrouted(self) -> int:
+        """Events sent and not yet routed (they leave the stream once routed)."""
+        with mapped_errors("XLEN events"):
+            return int(await self.client.xlen(self.keys.event_stream))
+
     async def event_shapes(self, name: str) -> tuple[str, list[str]]:
         with mapped_errors("event shapes"):
             raw = await self.client.hgetall(self.keys.events(name).shapes)

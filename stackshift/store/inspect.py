@@ -7,10 +7,25 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from ..serialization import RunInfo, run_info_from_hash
+from ..serialization import RunInfo, RunStatus, run_info_from_hash
 from .base import StoreBase
 from .keys import GROUP, queue_of_run
 from .records import QueueStats, as_str, mapped_errors
+
+# The order runs are listed in when no status is given: in flight first, then
+# those that wait, then those that ended.
+LISTED = (
+    RunStatus.RUNNING,
+    RunStatus.QUEUED,
+    RunStatus.SUSPENDED,
+    RunStatus.SCHEDULED,
+    RunStatus.COMPLETED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+)
+# Run ids looked at per page at most when filtering by job: a page may come
+# back short (with a cursor) rather than read a whole queue.
+SCAN_PER_PAGE = 2000
 
 
 class InspectStore(StoreBase):
@@ -37,14 +52,148 @@ class InspectStore(StoreBase):
             carried = (
                 {as_str(k): as_str(v) for k, v in found[0][1].items()} if found else {}
             )
-            fields["job"] = carried.get("j", "")
-            fields["payload"] = carried.get("p", "null")
-            if "c" in carried:
-                fields.setdefault("correlation_id", carried["c"])
-            fields["created_at"] = fields["entry"].partition("-")[0]
+            _fill_from_entry(fields, carried)
         return run_info_from_hash(
             run_id, queue, fields, {as_str(k): as_str(v) for k, v in steps.items()}
         )
+
+    async def get_runs(self, run_ids: list[str]) -> list[RunInfo | None]:
+        """Many runs in one pipelined round trip (two, if some have not
+        started: their job and payload are in their entries)."""
+        if not run_ids:
+            return []
+        with mapped_errors("get_runs"):
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in run_ids:
+                q = self.keys.queue(queue_of_run(run_id))
+                pipe.hgetall(q.run(run_id))
+                pipe.hgetall(q.steps(run_id))
+                pipe.hget(*q.queued_index(run_id))
+            replies = await pipe.execute()
+        found: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        entries: list[tuple[str, str]] = []  # (queue, entry id) still to read
+        for i, run_id in enumerate(run_ids):
+            run, steps, indexed = replies[3 * i : 3 * i + 3]
+            if not run and indexed:
+                run = {b"status": b"queued", b"entry": indexed}
+            fields = {as_str(k): as_str(v) for k, v in run.items()}
+            if fields and "job" not in fields and "entry" in fields:
+                entries.append((queue_of_run(run_id), fields["entry"]))
+            found.append(
+                (run_id, fields, {as_str(k): as_str(v) for k, v in steps.items()})
+            )
+        carried: dict[tuple[str, str], dict[str, str]] = {}
+        if entries:
+            with mapped_errors("get_runs"):
+                pipe = self.client.pipeline(transaction=False)
+                for queue, entry in entries:
+                    pipe.xrange(self.keys.queue(queue).stream, entry, entry)
+                for (queue, entry), reply in zip(
+                    entries, await pipe.execute(), strict=True
+                ):
+                    carried[queue, entry] = (
+                        {as_str(k): as_str(v) for k, v in reply[0][1].items()}
+                        if reply
+                        else {}
+                    )
+        out: list[RunInfo | None] = []
+        for run_id, fields, steps in found:
+            if not fields:
+                out.append(None)
+                continue
+            queue = queue_of_run(run_id)
+            if "job" not in fields and "entry" in fields:
+                _fill_from_entry(fields, carried.get((queue, fields["entry"]), {}))
+            out.append(run_info_from_hash(run_id, queue, fields, steps))
+        return out
+
+    async def list_runs(
+        self,
+        queue: str,
+        *,
+        status: RunStatus | None = None,
+        job: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[RunInfo], str | None]:
+        """A page of a queue's runs, through the structures that hold each
+        status (never a scan of keys): running and queued runs newest first
+        (the stream), suspended and scheduled runs soonest due first (their
+        timer sets), ended runs newest first (completed, failed, cancelled:
+        sets by when they ended). Without ``status``, in that order.
+
+        Returns the runs and the cursor of the next page (None: no more)."""
+        statuses = list(LISTED) if status is None else [RunStatus(status)]
+        at, position = 0, ""
+        if cursor:
+            name, _, position = cursor.partition(":")
+            at = statuses.index(RunStatus(name))
+        out: list[RunInfo] = []
+        scanned = 0
+        while at < len(statuses) and len(out) < limit and scanned < SCAN_PER_PAGE:
+            page, done = await self._page_ids(queue, statuses[at], position, limit)
+            scanned += len(page)
+            valid = [run_id for run_id, _after in page if _is_run_id(run_id, queue)]
+            found = dict(zip(valid, await self.get_runs(valid), strict=True))
+            for run_id, after in page:
+                position = after  # the next page starts after this run
+                run = found.get(run_id)
+                if run is not None and (job is None or run.job == job):
+                    out.append(run)
+                    if len(out) == limit:
+                        done = False
+                        break
+            if done:
+                at, position = at + 1, ""
+        more = at < len(statuses)
+        return out, (f"{statuses[at]}:{position}" if more else None)
+
+    async def _page_ids(
+        self, queue: str, status: RunStatus, position: str, count: int
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """Up to ``count`` run ids of one status from ``position``, each with
+        the position after it; and whether that status has no more."""
+        q = self.keys.queue(queue)
+        with mapped_errors("list runs"):
+            if status in (RunStatus.RUNNING, RunStatus.QUEUED):
+                return await self._stream_page(queue, status, position, count)
+            zset, newest_first = {
+                RunStatus.SUSPENDED: (q.suspended, False),
+                RunStatus.SCHEDULED: (q.delayed, False),
+                RunStatus.COMPLETED: (q.completed, True),
+                RunStatus.FAILED: (q.dead, True),
+                RunStatus.CANCELLED: (q.cancelled, True),
+            }[status]
+            start = int(position or 0)
+            read = self.client.zrevrange if newest_first else self.client.zrange
+            ids = await read(zset, start, start + count - 1)
+        page = [(as_str(i), str(start + n + 1)) for n, i in enumerate(ids)]
+        return page, len(ids) < count
+
+    async def _stream_page(
+        self, queue: str, status: RunStatus, position: str, count: int
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """Entries of the stream newest first: those up to the group's last
+        delivered id are running (acknowledged entries are deleted), those
+        after it are queued."""
+        stream = self.keys.queue(queue).stream
+        try:
+            groups = await self.client.xinfo_groups(stream)
+        except ResponseError:  # no stream yet
+            return [], True
+        group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
+        delivered = as_str(group["last-delivered-id"]) if group else "0-0"
+        high = f"({position}" if position else None
+        if status == RunStatus.QUEUED:
+            low, high = f"({delivered}", high or "+"
+        else:
+            low, high = "-", high or delivered
+        entries = await self.client.xrevrange(stream, high, low, count=count)
+        page = [
+            (as_str(fields.get(b"r", b"")), as_str(entry_id))
+            for entry_id, fields in entries
+        ]
+        return page, len(entries) < count
 
     async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, bytes | None]:
         """(status, result JSON, error JSON) of a run; status '' if unknown."""
@@ -63,6 +212,14 @@ class InspectStore(StoreBase):
         with mapped_errors("dead_runs"):
             ids = await self.client.zrevrange(self.keys.queue(queue).dead, 0, limit - 1)
         return [as_str(i) for i in ids]
+
+    async def timed_suspended(self, queue: str) -> int:
+        """Suspended runs that wake on their own (a sleep, a wait's timeout)."""
+        with mapped_errors("suspended"):
+            count = await self.client.zcount(
+                self.keys.queue(queue).suspended, "-inf", 1e15
+            )
+        return int(count)
 
     async def queue_stats(self, queue: str) -> QueueStats:
         """How many runs of a queue are in each state, and its totals. A queue
@@ -97,3 +254,20 @@ class InspectStore(StoreBase):
             totals={as_str(k): int(v) for k, v in totals.items()},
             suspended=int(suspended),
         )
+
+
+def _fill_from_entry(fields: dict[str, str], carried: dict[str, str]) -> None:
+    """A run that has not started: its job, payload and correlation id are
+    in its entry, and its creation time is the entry's."""
+    fields["job"] = carried.get("j", "")
+    fields["payload"] = carried.get("p", "null")
+    if "c" in carried:
+        fields.setdefault("correlation_id", carried["c"])
+    fields["created_at"] = fields["entry"].partition("-")[0]
+
+
+def _is_run_id(run_id: str, queue: str) -> bool:
+    try:
+        return queue_of_run(run_id) == queue
+    except ValueError:
+        return False

@@ -1,6 +1,6 @@
-"""Waiting for runs to finish: one pub/sub subscription per app, shared by
-every ``RunHandle.result()`` (workers publish on the queue's ``finished``
-channel from the scripts that finish a run)."""
+"""Waiting for runs to finish: one pub/sub subscription per app and event loop,
+shared by every ``RunHandle.result()`` in that loop (workers publish on the
+queue's ``finished`` channel from the scripts that end a run)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import anyio
 
 from ..errors import JobFailed, StackshiftError
 from ..logs import get_logger
-from ..serialization import RunStatus, decode, error_decoder
+from ..serialization import RunStatus, error_decoder
 from .keys import queue_of_run
 
 if TYPE_CHECKING:
@@ -26,8 +26,22 @@ log = get_logger("stackshift")
 RESULT_RECHECK_SECONDS = 5.0
 
 
+async def wait_for_result(store: Store, run_id: str, timeout: float) -> bytes | None:  # noqa: ASYNC109
+    """Wait for ``run_id`` to end; its result (JSON), if it completed.
+
+    Raises:
+        JobFailed: it was dead-lettered or cancelled.
+        TimeoutError: it did not end within ``timeout`` seconds.
+    """
+    link = store.link()
+    if link.waiter is None:
+        link.waiter = ResultWaiter(store)
+    return await link.waiter.wait(run_id, timeout)
+
+
 class ResultWaiter:
-    """One pub/sub subscription per app, shared by every ``RunHandle.result()``."""
+    """One pub/sub subscription of one event loop, shared by every
+    ``RunHandle.result()`` waiting in it."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -36,7 +50,7 @@ class ResultWaiter:
         self._listener: asyncio.Task[None] | None = None
         self._channels: dict[str, asyncio.Event] = {}  # channel -> subscribed
 
-    async def wait(self, run_id: str, timeout: float) -> Any:  # noqa: ASYNC109
+    async def wait(self, run_id: str, timeout: float) -> bytes | None:  # noqa: ASYNC109
         event = asyncio.Event()
         self._events.setdefault(run_id, set()).add(event)
         deadline = time.monotonic() + timeout
@@ -48,13 +62,13 @@ class ResultWaiter:
             while True:
                 status, result, error = await self.store.run_outcome(run_id)
                 if status == RunStatus.COMPLETED:
-                    return decode(result) if result else None
-                if status == RunStatus.FAILED:
+                    return result or None
+                if status in (RunStatus.FAILED, RunStatus.CANCELLED):
                     info = error_decoder.decode(error) if error else None
                     raise JobFailed(
                         run_id,
-                        info.type if info else "Error",
-                        info.message if info else "",
+                        info.type if info else status.title(),
+                        info.message if info else status,
                     )
                 if not status:
                     raise StackshiftError(

@@ -66,11 +66,14 @@ class Worker:
             by others (default 30); leases are renewed every third of it.
         grace_period: on stop, seconds in-flight runs get to finish before they
             are handed back to the queue (default 25).
-        burst: stop once the queues are empty (nothing waiting, running or
-            scheduled).
+        burst: stop once the queues are empty: nothing waiting, running,
+            scheduled, or suspended with a deadline (a run waiting for an event
+            with no timeout does not keep it).
         name: the consumer name (default ``<host>-<pid>-<random>``).
         health_file: a file rewritten every few seconds while the worker can
             reach Redis, for orchestrator probes (``stackshift check``).
+        timers: 'real'; for tests (``app.run_until_idle``), 'skip' makes
+            scheduled runs and sleeps due at once, 'skip_all' also wait timeouts.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Worker:
         burst: bool = False,
         name: str | None = None,
         health_file: str | None = None,
+        timers: str = "real",
     ) -> None:
         if not queues:
             raise ConfigError("a worker needs at least one queue")
@@ -102,7 +106,12 @@ class Worker:
         self._store = store
         self._slots = Slots(concurrency)
         self._leases = LeaseKeeper(store, self.consumer, lease_timeout)
-        self._scheduler = Scheduler(store, self.queues)
+        if timers not in ("real", "skip", "skip_all"):
+            raise ConfigError(
+                f"timers must be 'real', 'skip' or 'skip_all', not {timers!r}"
+            )
+        self._timers = timers
+        self._scheduler = Scheduler(store, self.queues, timers)
         crons = CronKeeper(store, app.registry.crons(), self.queues)
         if len(crons):
             self._scheduler.add_chore(crons)
@@ -247,9 +256,19 @@ class Worker:
         """Burst mode: True once nothing is waiting, running or scheduled."""
         if not self.burst or self._slots.busy:
             return False
+        if await self._store.events_unrouted():  # they may make or resume runs
+            return False
         for queue in self.queues:
+            if self._timers != "real":
+                moved, _ = await self._store.fire_timers(queue, self._timers)
+                if moved:
+                    return False
             stats = await self._store.queue_stats(queue)
-            if stats.waiting or stats.running or stats.scheduled or stats.suspended:
+            if stats.waiting or stats.running or stats.scheduled:
+                return False
+            # Runs that sleep or wait with a timeout come back on their own;
+            # runs waiting for an event or a child with none need someone else.
+            if self._timers == "real" and await self._store.timed_suspended(queue):
                 return False
         return True
 

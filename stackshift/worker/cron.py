@@ -103,6 +103,8 @@ class CronKeeper:
         cron.last = max(last, tick) if outcome != "done" else last
         cron.next = schedule.next_after(cron.last)
         if outcome == "made":
-            log.info("cron_tick_made", cron=name, tick=tick, missed=missed, run_id=run_id)
+            log.info(
+                "cron_tick_made", cron=name, tick=tick, missed=missed, run_id=run_id
+            )
             if missed:
                 log.warning("cron_ticks_missed", cron=name, missed=missed)

@@ -34,9 +34,10 @@ Chore = Callable[[], Awaitable[float | None]]
 
 
 class Scheduler:
-    def __init__(self, store: Store, queues: list[str]) -> None:
+    def __init__(self, store: Store, queues: list[str], timers: str = "real") -> None:
         self._store = store
         self._queues = queues
+        self._timers = timers
         self._poke = asyncio.Event()
         self._chores: list[Chore] = []
         self._next_handoff_check = 0.0
@@ -60,7 +61,7 @@ class Scheduler:
         wait = IDLE_RECHECK_SECONDS
         for queue in self._queues:
             try:
-                _moved, due_in = await self._store.fire_timers(queue)
+                _moved, due_in = await self._store.fire_timers(queue, self._timers)
             except StoreError as exc:
                 log.warning("timers_failed", queue=queue, error=str(exc))
                 wait = min(wait, 1.0)

@@ -41,10 +41,36 @@ async def typed(ctx: JobContext[Payment]) -> dict[str, bool]:
 
 async def enqueue_side() -> None:
     handle = await app.queue("emails").enqueue("typed", {"paymentId": "p"})
-    assert_type(handle, RunHandle)
+    assert_type(handle, RunHandle[Any])
     assert_type(handle.run_id, str)
     assert_type(handle.deduplicated, bool)
     assert_type(await handle.result(timeout=5), Any)
     assert_type(await app.get_run(handle.run_id), RunInfo | None)
-    assert_type(await app.queue("emails").enqueue_many("typed", []), list[RunHandle])
+    assert_type(
+        await app.queue("emails").enqueue_many("typed", []), list[RunHandle[Any]]
+    )
     assert_type(await app.state.get("k"), int)
+
+
+async def typed_handles() -> None:
+    handle = await typed.enqueue(Payment("p_1"))
+    assert_type(handle, RunHandle[dict[str, bool]])
+    assert_type(await handle.result(timeout=5), dict[str, bool])
+    assert_type(handle.result_sync(timeout=5), dict[str, bool])
+    await typed.enqueue({"paymentId": "p"})  # type: ignore[arg-type]
+    Payment(payment_idd="p")  # type: ignore[call-arg]
+
+
+def sync_side() -> None:
+    handle = app.queue("emails").enqueue_sync("typed", {"paymentId": "p"})
+    assert_type(handle, RunHandle[Any])
+    assert_type(typed.enqueue_sync(Payment("p")), RunHandle[dict[str, bool]])
+    assert_type(app.get_run_sync(handle.run_id), RunInfo | None)
+
+
+async def durable_steps(ctx: JobContext[Payment]) -> None:
+    assert_type(await ctx.step.sleep("nap", 5), None)
+    assert_type(await ctx.step.wait_for_event("w", event="refund.issued"), Any)
+    assert_type(await ctx.step.invoke("i", "typed", {"paymentId": "p"}), Any)
+    receipt = await app.send_event("payment.confirmed", {"paymentId": "p"}, id="e1")
+    assert_type(receipt.duplicate, bool)

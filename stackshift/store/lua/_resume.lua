@@ -20,7 +20,7 @@ end
 -- names it only (its record holds job, payload and steps).
 local function requeue(stream, suspended, run, run_id)
   local id = redis.call('XADD', stream, '*', 'r', run_id)
-  redis.call('HSET', run, 'status', 'queued', 'entry', id)
+  redis.call('HSET', run, 'status', 'queued', 'entry', id, 'resumed', 1)
   redis.call('HDEL', run, 'waiting')
   redis.call('ZREM', suspended, run_id)
   return id

@@ -101,13 +101,14 @@ local function start(f, max, run, steps, bucket, entry, run_id)
     ack(f, entry)
     return {'dead'}
   end
-  local attempt = redis.call('HINCRBY', run, 'attempt', 1)
+  -- A run resumed after a suspension goes on with the attempt it suspended
+  -- in; any other start is a new attempt.
+  if redis.call('HDEL', run, 'resumed') == 0 then
+    redis.call('HINCRBY', run, 'attempt', 1)
+  end
   redis.call('HSET', run, 'status', 'running', 'started_at', f.now,
     'worker', f.consumer, 'entry', entry)
-  local recorded = {}
-  if attempt > 1 then
-    recorded = redis.call('HGETALL', steps)
-  end
+  local recorded = redis.call('HGETALL', steps)
   -- Only what a runner needs, not the whole record: less to send and parse.
   local wanted = {'job', 'payload', 'attempt', 'correlation_id', 'failures',
     'created_at'}

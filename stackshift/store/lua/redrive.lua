@@ -7,6 +7,7 @@
 -- Returns {'ok'}, {'missing'} or {'not_failed', status}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
+  redis.call('ZREM', KEYS[4], ARGV[1])  -- its record expired: not a dead letter
   return {'missing'}
 end
 if status ~= 'failed' then

@@ -6,22 +6,34 @@
 -- decides who moves each run.
 -- KEYS[1] delayed zset  KEYS[2] suspended zset  KEYS[3] stream, then per
 -- candidate KEYS[2+2i] run hash  KEYS[3+2i] steps hash  (all in slot {<queue>})
--- ARGV[1] number d of delayed candidates, then the candidate run ids (read by
--- the caller from the heads of the sets): d delayed ones, then suspended ones.
+-- ARGV[1] number d of delayed candidates  ARGV[2] mode: 'real' (what is due on
+-- the server's clock), 'skip' (tests: every scheduled run and every sleep is
+-- due now) or 'skip_all' (and every wait with a timeout times out now), then
+-- the candidate run ids (read by the caller from the heads of the sets): d
+-- delayed ones, then suspended ones.
 -- Returns {scheduled runs moved, suspended runs moved, server now ms, next due
 -- ms or -1 (delayed), the same (suspended)}.
 local delayed, suspended, stream = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
-local d = tonumber(ARGV[1])
+local d, mode = tonumber(ARGV[1]), ARGV[2]
 
 local function due(zset, member)
   local score = tonumber(redis.call('ZSCORE', zset, member))
-  return score ~= nil and score <= now
+  return score ~= nil and (score <= now or mode ~= 'real')
+end
+
+-- Does this wait of a suspended run come due now?
+local function wait_due(wait)
+  if not wait.at then return false end
+  if mode == 'skip_all' or (mode == 'skip' and wait.kind == 'sleep') then
+    return true
+  end
+  return wait.at <= now
 end
 
 local moved, woken = 0, 0
-for i = 1, #ARGV - 1 do
-  local run_id, run, steps = ARGV[i + 1], KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+for i = 1, #ARGV - 2 do
+  local run_id, run, steps = ARGV[i + 2], KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   if i <= d then
     if due(delayed, run_id) then
       redis.call('ZREM', delayed, run_id)
@@ -34,16 +46,21 @@ for i = 1, #ARGV - 1 do
   elseif due(suspended, run_id) then
     local state = redis.call('HMGET', run, 'status', 'attempt', 'waiting')
     if state[1] == 'suspended' and state[3] then
+      local fired = false
       for _, wait in ipairs(cjson.decode(state[3]).waits) do
-        if wait.at and wait.at <= now then
+        if wait_due(wait) then
           record_due(steps, state[2], now, wait)
+          fired = true
         end
       end
-      requeue(stream, suspended, run, run_id)
+      if fired then
+        requeue(stream, suspended, run, run_id)
+        woken = woken + 1
+      end
     else
-      redis.call('ZREM', suspended, run_id)
+      redis.call('ZREM', suspended, run_id)  -- not suspended any more
+      woken = woken + 1
     end
-    woken = woken + 1
   end
 end
 
