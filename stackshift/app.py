@@ -312,6 +312,8 @@ class Stackshift:
         events = (on_event,) if isinstance(on_event, str) else tuple(on_event)
 
         def register(handler: Callable[[JobContext[P]], Awaitable[R]]) -> Job[P, R]:
+            if isinstance(handler, Job):  # a job of another app: its function
+                handler = handler.handler
             self.registry.add(
                 build_spec(
                     name,

@@ -437,13 +437,19 @@ def _error_lines(error: Row | None, indent: str) -> list[str]:
 def _run_lines(run: Row) -> list[str]:
     """A run, field by field; its JSON values (payload, results) as compact JSON."""
     shown = {
-        k: v for k, v in run.items() if k not in ("steps", "error") and v is not None
+        k: v
+        for k, v in run.items()
+        if k not in ("steps", "error", "waiting_for")
+        and v is not None
+        and v is not False
     }
     width = max(len(key) for key in [*shown, "steps"])
     lines = [
         f"{key.ljust(width)}  {_json(value) if key in JSON_FIELDS else value}"
         for key, value in shown.items()
     ]
+    for wait in run.get("waiting_for") or []:
+        lines.append(f"{'waits for'.ljust(width)}  {_wait_text(wait)}")
     steps = run.get("steps") or []
     lines.append(f"{'steps'.ljust(width)}  {len(steps)}")
     lines.extend(
@@ -454,6 +460,24 @@ def _run_lines(run: Row) -> list[str]:
     if run.get("error"):
         lines += ["error", *_error_lines(run["error"], "  ")]
     return lines
+
+
+def _wait_text(wait: Row) -> str:
+    """What a suspended run waits for, in a line: ``await-refund: event
+    refund.issued where {...}, until ...``."""
+    kind = wait.get("kind")
+    text = f"{wait.get('step_id')}: "
+    if kind == "sleep":
+        text += "sleep"
+    elif kind == "event":
+        text += "event " + " or ".join(wait.get("events") or [])
+        if wait.get("match"):
+            text += f" where {_json(wait['match'])}"
+    else:
+        text += f"child run {wait.get('child_run_id')}"
+    if wait.get("until"):
+        text += f", until {wait['until']}"
+    return text
 
 
 JSON_FIELDS = frozenset({"payload", "result"})

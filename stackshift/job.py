@@ -43,6 +43,12 @@ class Job(Generic[P, R]):
         return await self._handler(ctx)
 
     @property
+    def handler(self) -> Callable[[JobContext[P]], Awaitable[R]]:
+        """The function it was made from (registering a Job in another app
+        registers this)."""
+        return self._handler
+
+    @property
     def spec(self) -> JobSpec:
         return self._app.registry.get(self.name)
 

@@ -20,9 +20,9 @@ def test_contract_names_are_exported() -> None:
 def test_all_is_sorted_and_complete() -> None:
     assert stackshift.__all__ == sorted(stackshift.__all__)
     public = {n for n in dir(stackshift) if not n.startswith("_")}
-    modules = {"app", "cli", "config", "context", "errors", "logs", "queue",
-               "registry", "serialization", "step", "store", "suspension",
-               "worker"}  # fmt: skip
+    modules = {"app", "cli", "config", "context", "cron", "errors", "job",
+               "logs", "queue", "registry", "serialization", "step", "store",
+               "suspension", "sync", "worker"}  # fmt: skip
     assert public - modules == set(stackshift.__all__)
 
 

@@ -29,5 +29,6 @@ def open_memory_client(url: str) -> Any:
 
 
 def reset_memory(name: str = "default") -> None:
-    """Forget the in-process server of ``memory://NAME`` (for test isolation)."""
+    """Empty ``memory://NAME`` (``memory://`` is "default"): clients opened after
+    this see a new, empty server (for test isolation)."""
     _servers.pop(name, None)

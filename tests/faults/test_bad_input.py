@@ -170,7 +170,8 @@ def test_idempotency_keys_cannot_escape_the_key_layout(
     anyio.run(go)
     layout = re.compile(
         re.escape(fault_prefix)
-        + r"\{faults\}:(stream|stats|idem:([A-Za-z0-9_.:@/=+-]{1,100}|h:[0-9a-f]{64})|run:[0-9A-Z]{26}\.faults)$"
+        + r"(\{faults\}:(stream|stats|idem:([A-Za-z0-9_.:@/=+-]{1,100}|h:[0-9a-f]{64})|run:[0-9A-Z]{26}\.faults)"
+        + r"|\{registry\}:queues)$"
     )
     keys = [k.decode() for k in durable_redis.client().keys("*")]
     assert len([k for k in keys if ":idem:" in k]) == len(hostile)
