@@ -448,8 +448,10 @@ def _run_lines(run: Row) -> list[str]:
         f"{key.ljust(width)}  {_json(value) if key in JSON_FIELDS else value}"
         for key, value in shown.items()
     ]
-    for wait in run.get("waiting_for") or []:
-        lines.append(f"{'waits for'.ljust(width)}  {_wait_text(wait)}")
+    lines.extend(
+        f"{'waits for'.ljust(width)}  {_wait_text(wait)}"
+        for wait in run.get("waiting_for") or []
+    )
     steps = run.get("steps") or []
     lines.append(f"{'steps'.ljust(width)}  {len(steps)}")
     lines.extend(
