@@ -21,6 +21,7 @@ import msgspec
 from .config import Duration, to_ms
 from .context import Attempt, LeaseLost, State
 from .errors import InvalidNameError, JobFailed, NonRetriableError, PayloadError
+from .logs import get_logger
 from .serialization import (
     ChildValue,
     EventValue,
@@ -34,6 +35,8 @@ from .store.keys import check_name, derived_run_id, time_of_run
 from .suspension import Suspension
 
 R = TypeVar("R")
+
+log = get_logger("stackshift.step")
 
 MAX_STEP_ID = 256
 MAX_MATCH_FIELDS = 16
@@ -147,7 +150,7 @@ class Step:
         type_ = returns if returns is not None else _return_type(fn)
         record = self._replayed(key, "")
         if record is not None:
-            self._attempt.log.debug("step_replayed", step=key)
+            log.debug("step_replayed", step=key)
             self._state.skip_increments(record.i)
             return _decode_as(bytes(record.v), type_, key)
         self.suspension.began()
@@ -165,7 +168,7 @@ class Step:
             )
         finally:
             self.suspension.ended()
-        self._attempt.log.debug("step_recorded", step=key)
+        log.debug("step_recorded", step=key)
         # Decode the record rather than return `value`, so that code after the
         # step sees exactly what a replay would see (a tuple is a list in both).
         return _decode_as(bytes(record.v), type_, key)

@@ -111,7 +111,7 @@ class ControlStore(StoreBase):
                 delayed, suspended = await pipe.execute()
             ids = [as_str(i) for i in (*delayed, *suspended)]
             if not ids:
-                return moved, None
+                return moved, (await self._next_due(queue) if mode == "real" else None)
             keys = [q.delayed, q.suspended, q.stream]
             for run_id in ids:
                 keys += [q.run(run_id), q.steps(run_id)]
@@ -132,6 +132,20 @@ class ControlStore(StoreBase):
                 continue
             heads = [int(h) for h in reply[3:5] if int(h) >= 0]
             return moved, (max(0.0, (min(heads) - now) / 1000) if heads else None)
+
+    async def _next_due(self, queue: str) -> float | None:
+        """Seconds until the earliest timer of a queue comes due (None: none)."""
+        q = self.keys.queue(queue)
+        with mapped_errors("timers"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.time()
+            for zset in (q.delayed, q.suspended):
+                pipe.zrangebyscore(zset, "-inf", 1e15, start=0, num=1, withscores=True)
+            (now_s, now_us), *heads = await pipe.execute()
+        now = now_s * 1000 + now_us // 1000
+        self.saw_server_time(now)
+        due = [score for head in heads for _member, score in head]
+        return max(0.0, (min(due) - now) / 1000) if due else None
 
     # --- hand-offs: a child run's end reaches its parent ---------------------
 

@@ -213,6 +213,13 @@ class InspectStore(StoreBase):
             ids = await self.client.zrevrange(self.keys.queue(queue).dead, 0, limit - 1)
         return [as_str(i) for i in ids]
 
+    async def known_queues(self) -> list[str]:
+        """Every queue used so far (the registry: workers add theirs, and the
+        enqueue side each queue it enqueues on), sorted."""
+        with mapped_errors("queues"):
+            names = await self.client.smembers(self.keys.queue_registry)
+        return sorted(as_str(n) for n in names)
+
     async def timed_suspended(self, queue: str) -> int:
         """Suspended runs that wake on their own (a sleep, a wait's timeout)."""
         with mapped_errors("suspended"):
