@@ -33,7 +33,7 @@ from .data import FIND_KINDS, STATUSES, DashboardData, QueueSummary
 from .guard import AuthHook, GuardMiddleware
 from .render import Unavailable, environment, optional
 
-STATIC_FILES = ("dashboard.css", "live.js")
+STATIC_FILES = ("dashboard.css", "favicon.svg", "live.js")
 MAX_QUERY_TEXT = 1024  # longest id, key or cursor a query may carry
 
 # Outcomes a mutation redirects with (?done=...): fixed text, never echoed input.

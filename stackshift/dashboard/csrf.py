@@ -125,7 +125,14 @@ class CsrfMiddleware:
         """The request body when its form carries the token; else refuse, None."""
         kind = _header(scope, b"content-type").split(";")[0].strip().lower()
         if kind != "application/x-www-form-urlencoded":
-            await self.refuse(scope, receive, send, 403, "Forms only (CSRF check).")
+            await self.refuse(
+                scope,
+                receive,
+                send,
+                403,
+                "Only the dashboard's own forms may change anything: nothing was "
+                "changed.",
+            )
             return None
         body = bytearray()
         while True:
