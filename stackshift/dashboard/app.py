@@ -26,10 +26,11 @@ from starlette.types import Receive, Scope, Send
 
 from ..app import Stackshift
 from ..errors import InvalidNameError, StackshiftError, StoreError
+from ..serialization import RunInfo
 from ..store.keys import check_name
 from .charts import throughput, waterfall
 from .csrf import FIELD, SCOPE_KEY, CsrfMiddleware, CsrfTokens, form_fields
-from .data import FIND_KINDS, STATUSES, DashboardData, QueueSummary
+from .data import FIND_KINDS, STATUSES, DashboardData, QueueSummary, RunPage
 from .guard import AuthHook, GuardMiddleware
 from .render import Unavailable, environment, optional
 
@@ -231,51 +232,58 @@ class Dashboard:
             "oldest": await optional(self.data.oldest_queued_age(queue)),
         }
 
-    async def runs(self, request: Request) -> Response:
-        try:
-            queue, queues = await self._queue_param(request)
-            status = self._text_param(request, "status")
-            if status and status not in STATUSES:
-                raise InvalidNameError(f"unknown status {status!r}")
-            job = self._text_param(request, "job")
-            if job:
-                check_name(job, "job")
-            cursor = self._text_param(request, "cursor") or None
-            find = self._text_param(request, "find")
-        except InvalidNameError as exc:
-            return self._message(request, 400, str(exc))
+    async def _runs_query(self, request: Request) -> dict[str, Any]:
+        """The runs page's query, validated (``InvalidNameError`` if not)."""
+        queue, queues = await self._queue_param(request)
+        status = self._text_param(request, "status")
+        if status and status not in STATUSES:
+            raise InvalidNameError(f"unknown status {status!r}")
+        job = self._text_param(request, "job")
+        if job:
+            check_name(job, "job")
         by = request.query_params.get("by", "run_id")
-        by = by if by in FIND_KINDS else "run_id"
-        found: Any = None
-        listing: Any = None
-        if find and by == "run_id":
-            run = await self.data.get_run(find)
-            if run is not None:
-                return self._redirect(request, "run", run_id=run.run_id)
-            found = []
-        elif find and by == "idempotency_key":
-            one = await optional(self.data.find_by_idempotency_key(queue, find))
-            found = one if isinstance(one, Unavailable) else [one] if one else []
-        elif find:
-            found = await optional(self.data.find_by_correlation_id(find))
-        else:
-            listing = await optional(
-                self.data.list_runs(
-                    queue, status=status or None, job=job or None, cursor=cursor
-                )
-            )
-        context = {
-            "page": "runs",
+        return {
             "queue": queue,
             "queues": queues,
             "status": status,
             "job": job,
-            "cursor": cursor,
-            "find": find,
-            "by": by,
-            "found": found,
-            "listing": listing,
+            "cursor": self._text_param(request, "cursor") or None,
+            "find": self._text_param(request, "find"),
+            "by": by if by in FIND_KINDS else "run_id",
         }
+
+    async def _find(
+        self, queue: str, by: str, text: str
+    ) -> list[RunInfo] | Unavailable:
+        if by == "run_id":
+            run = await self.data.get_run(text)
+            return [run] if run is not None else []
+        if by == "idempotency_key":
+            one = await optional(self.data.find_by_idempotency_key(queue, text))
+            return one if isinstance(one, Unavailable) else [one] if one else []
+        return await optional(self.data.find_by_correlation_id(text))
+
+    async def runs(self, request: Request) -> Response:
+        try:
+            query = await self._runs_query(request)
+        except InvalidNameError as exc:
+            return self._message(request, 400, str(exc))
+        found: list[RunInfo] | Unavailable | None = None
+        listing: RunPage | Unavailable | None = None
+        if query["find"]:
+            found = await self._find(query["queue"], query["by"], query["find"])
+            if query["by"] == "run_id" and isinstance(found, list) and found:
+                return self._redirect(request, "run", run_id=found[0].run_id)
+        else:
+            listing = await optional(
+                self.data.list_runs(
+                    query["queue"],
+                    status=query["status"] or None,
+                    job=query["job"] or None,
+                    cursor=query["cursor"],
+                )
+            )
+        context = {"page": "runs", "found": found, "listing": listing, **query}
         return self._render(request, "runs.html", context, partial="_runs.html")
 
     async def run(self, request: Request) -> Response:
