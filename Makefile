@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export STACKSHIFT_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv redis demo test test-faults lint format bench
+.PHONY: help venv redis chromium demo test test-faults lint format bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ venv: $(STAMP) ## create .venv and install stackshift with its dev tools
 redis: venv ## make sure redis-server is installed and a Redis answers at $STACKSHIFT_TEST_REDIS_URL
 	@bash .ci/ensure-redis.sh "$(BIN)/python"
 
+chromium: ## make sure Debian's chromium is at /usr/bin/chromium (the dashboard's browser tests)
+	@bash .ci/ensure-chromium.sh
+
 demo: venv ## run the documentation's three flows end to end ($STACKSHIFT_REDIS_URL, local Redis, else memory://)
 	$(BIN)/python -m workers.demo
 
@@ -31,7 +34,7 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 	$(BIN)/mypy stackshift
 	$(BIN)/mypy tests/typing
 
-test: lint redis ## lint, type-check, then the whole test suite (starts a Redis if none is reachable)
+test: lint redis chromium ## lint, type-check, then the whole test suite (starts a Redis if none is reachable)
 	$(BIN)/pytest -q
 
 test-faults: redis ## the fault-injection suite alone (tests/faults)
