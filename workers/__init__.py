@@ -47,14 +47,14 @@ def register_events_and_time(
     """Register the event-driven, sleeping and cron jobs on ``app``, which must
     have ``register_all``'s jobs too (their children). ``report_schedule``
     replaces the daily report's schedule (the demo ticks every second)."""
-    from . import onboarding, payment_events, reports
+    from . import onboarding, payment_events, payments, reports
 
     app.job(
         "provisionOnPaymentConfirmed",
         on_event=payment_events.PAYMENT_CONFIRMED,
         queue=payment_events.QUEUE,
         backoff=backoff,
-    )(payment_events.provision_after_payment)
+    )(payments.provision_after_payment)
     app.job("provisionWithRefundWindow", queue=payment_events.QUEUE, backoff=backoff)(
         payment_events.provision_with_refund_window
     )

@@ -265,11 +265,11 @@ async def refund_flow(app: Stackshift, checks: Checks) -> None:
     )
     print(f"  enqueued run {handle.run_id}")
     # First suspended on its child run, then (provisioned) on the refund.
-    run = await watch_run(
+    waiting = await watch_run(
         app, handle.run_id, lambda r: waits_for(r, "event"), "the wait for a refund"
     )
-    print(describe(run))
-    waits = [(w.kind, w.events, w.match) for w in run.waiting_for]
+    print(describe(waiting))
+    waits = [(w.kind, w.events, w.match) for w in waiting.waiting_for]
     checks.expect(
         waits == [("event", ["refund.issued"], {"paymentId": "pay_5"})],
         "provisioned, then suspended: waiting for refund.issued with paymentId pay_5",
@@ -330,14 +330,14 @@ async def onboarding_flow(app: Stackshift, checks: Checks) -> None:
     )
     print(f"  enqueued run {handle.run_id} (correlation id signup-req-7)")
     # Seen while it sleeps, unless the machine is too slow to catch it then.
-    run = await watch_run(
+    seen = await watch_run(
         app,
         handle.run_id,
         lambda r: waits_for(r, "sleep") or r.status.finished,
         "the sleep",
     )
-    if waits_for(run, "sleep"):
-        print(describe(run))
+    if waits_for(seen, "sleep"):
+        print(describe(seen))
     result = await handle.result(timeout=RESULT_TIMEOUT)
     elapsed = time.monotonic() - started
     print(f"  result: {result} (after {elapsed:.2f} s)")
