@@ -201,14 +201,16 @@ async def test_a_refund_resumes_the_run_waiting_in_its_refund_window(
         assert reply.status_code == 202
         run_id = reply.json()["runId"]
 
-        async def waiting_for_refund() -> dict[str, Any] | None:
+        async def waiting_for_refund() -> dict[str, Any]:
+            """The run once it waits for the refund (first it waits for its
+            child run); empty before."""
             run = await run_of(client, run_id)
             waits = run["waiting_for"]
             if run["status"] == "suspended" and waits and waits[0]["kind"] == "event":
                 return run
-            return None
+            return {}
 
-        waiting = await wait_until(
+        waiting: dict[str, Any] = await wait_until(
             waiting_for_refund, timeout=RESULT_TIMEOUT, message="the wait for a refund"
         )
         (wait,) = waiting["waiting_for"]
@@ -311,7 +313,8 @@ async def test_upload_progress_follows_the_row_counter(
             return rows
 
         assert before.json() == {"fileId": "f_9", "rowsImported": 0}
-        assert await wait_until(rows_imported, message="the first batch") == 100
+        first: int = await wait_until(rows_imported, message="the first batch")
+        assert first == 100
         assert await rows_imported() == 100  # the second batch is held
         release.set()
         await finished(jobs, client, reply.json()["runId"])
