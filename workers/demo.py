@@ -1,6 +1,8 @@
-"""Run the documentation's three flows end to end, with a worker in this process.
+"""Run the documentation's flows end to end, with a worker in this process.
 
-``python -m workers.demo`` (or ``make demo``). The backend is
+``python -m workers.demo`` (or ``make demo``): the three documented flows, then
+events and durable time (an event that makes a run, a wait resumed by an
+event, a wait that times out, a sleep, a child run, a cron tick). The backend is
 ``$STACKSHIFT_REDIS_URL`` if set, else a Redis on localhost:6379 if one answers,
 else ``memory://``. Every key goes under a prefix of this invocation's own
 (``demo-<token>:``), deleted at the end unless ``--keep`` is given. Exits 1 if a
@@ -13,22 +15,26 @@ import argparse
 import os
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stackshift import RunInfo, Stackshift, StackshiftError
+from stackshift import RunInfo, RunStatus, Stackshift, StackshiftError
 from stackshift.logs import configure_logging
 
-from . import QUEUES, register_all, services
+from . import QUEUES, register_all, register_events_and_time, reports, services
 from .uploads import rows_counter
 
 LOCAL_URL = "redis://localhost:6379/0"
 PING_TIMEOUT = 0.5
 RESULT_TIMEOUT = 20.0
 BACKOFF = 0.2  # first retry after 0.1-0.2 s (jittered), so the demo takes seconds
+SHORT = 0.5  # the demo's sleep and refund window, in seconds
+EVERY_SECOND = "* * * * * *"  # six fields: the first is seconds
+POLL = 0.02
 
 
 class Checks:
@@ -73,10 +79,56 @@ async def pick_backend() -> tuple[str, str]:
 
 def describe(run: RunInfo) -> str:
     steps = ", ".join(f"{s.step_id} (attempt {s.attempt})" for s in run.steps)
-    return (
-        f"  run {run.run_id}: {run.status}, attempt {run.attempt}\n"
-        f"    steps recorded: {steps or 'none'}"
+    lines = [
+        f"  run {run.run_id}: {run.status}, attempt {run.attempt}",
+        f"    steps recorded: {steps or 'none'}",
+    ]
+    for wait in run.waiting_for:
+        what = wait.kind
+        if wait.events:
+            what += f" {' or '.join(wait.events)} matching {wait.match or {}}"
+        if wait.child_run_id:
+            what += f" run {wait.child_run_id}"
+        until = (
+            f" until {wait.until.isoformat(timespec='milliseconds')}"
+            if wait.until
+            else ""
+        )
+        lines.append(f"    waits for: {what} (step {wait.step_id}){until}")
+    return "\n".join(lines)
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``condition`` until it holds; TimeoutError after RESULT_TIMEOUT."""
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {RESULT_TIMEOUT} s for {what}")
+        await anyio.sleep(POLL)
+
+
+def waits_for(run: RunInfo, kind: str) -> bool:
+    """Is the run suspended, waiting for a ``kind`` wait ("sleep", "event",
+    "invoke")?"""
+    return run.status == RunStatus.SUSPENDED and any(
+        w.kind == kind for w in run.waiting_for
     )
+
+
+async def watch_run(
+    app: Stackshift, run_id: str, until: Callable[[RunInfo], bool], what: str
+) -> RunInfo:
+    """The run's first record seen for which ``until`` holds."""
+    found: list[RunInfo] = []
+
+    async def seen() -> bool:
+        run = await app.get_run(run_id)
+        if run is not None and until(run):
+            found.append(run)
+        return bool(found)
+
+    await wait_for(seen, what)
+    return found[0]
 
 
 async def show_run(app: Stackshift, run_id: str) -> RunInfo | None:
@@ -182,6 +234,185 @@ async def upload_flow(app: Stackshift, checks: Checks) -> None:
     )
 
 
+async def event_flow(app: Stackshift, checks: Checks) -> None:
+    print("\n== 4. An event makes a run: payment.confirmed, sent twice with one id")
+    data = {"paymentId": "pay_4", "customerId": "cus_4"}
+    first = await app.send_event("payment.confirmed", data, id="pay_4")
+    print(f"  send 1: event {first.id}, duplicate={first.duplicate}")
+    again = await app.send_event("payment.confirmed", data, id="pay_4")
+    print(f"  send 2: event {again.id}, duplicate={again.duplicate}")
+
+    async def receipt_sent() -> bool:
+        return services.calls["send_receipt"] >= 1
+
+    await wait_for(receipt_sent, "the receipt of the run the event made")
+    checks.expect(
+        not first.duplicate and again.duplicate,
+        "the second send was a no-op (same event id: duplicate=True)",
+    )
+    checks.expect(
+        services.calls["verify_payment"] == 1 and services.calls["send_receipt"] == 1,
+        "provisionOnPaymentConfirmed ran for the event: payment verified, "
+        "receipt sent, once each",
+    )
+
+
+async def refund_flow(app: Stackshift, checks: Checks) -> None:
+    print("\n== 5. A wait resumed by an event: refund.issued within the window")
+    handle = await app.queue("payments").enqueue(
+        "provisionWithRefundWindow",
+        {"paymentId": "pay_5", "customerId": "cus_5", "refundWindowSeconds": 60},
+    )
+    print(f"  enqueued run {handle.run_id}")
+    # First suspended on its child run, then (provisioned) on the refund.
+    waiting = await watch_run(
+        app, handle.run_id, lambda r: waits_for(r, "event"), "the wait for a refund"
+    )
+    print(describe(waiting))
+    waits = [(w.kind, w.events, w.match) for w in waiting.waiting_for]
+    checks.expect(
+        waits == [("event", ["refund.issued"], {"paymentId": "pay_5"})],
+        "provisioned, then suspended: waiting for refund.issued with paymentId pay_5",
+    )
+    other = await app.send_event(
+        "refund.issued", {"paymentId": "pay_other", "refundId": "re_other"}
+    )
+    print(f"  sent refund.issued for pay_other (event {other.id})")
+    mine = await app.send_event(
+        "refund.issued", {"paymentId": "pay_5", "refundId": "re_5"}
+    )
+    print(f"  sent refund.issued for pay_5 (event {mine.id})")
+    result = await handle.result(timeout=RESULT_TIMEOUT)
+    print(f"  result: {result}")
+    run = await show_run(app, handle.run_id)
+    checks.expect(
+        result == {"provisioned": True, "refunded": True, "refundId": "re_5"},
+        "resumed by pay_5's refund, not by pay_other's",
+    )
+    checks.expect(
+        run is not None
+        and [s.step_id for s in run.steps]
+        == ["provision", "await-refund", "revoke-plan"]
+        and services.calls["revoke_paid_plan"] == 1,
+        "the paid plan was revoked once, after the recorded wait",
+    )
+
+
+async def refund_timeout_flow(app: Stackshift, checks: Checks) -> None:
+    print(f"\n== 6. A wait that times out: no refund within a {SHORT} s window")
+    handle = await app.queue("payments").enqueue(
+        "provisionWithRefundWindow",
+        {"paymentId": "pay_6", "customerId": "cus_6", "refundWindowSeconds": SHORT},
+    )
+    print(f"  enqueued run {handle.run_id}")
+    result = await handle.result(timeout=RESULT_TIMEOUT)
+    print(f"  result: {result}")
+    run = await show_run(app, handle.run_id)
+    waited = {s.step_id: s.result for s in run.steps} if run else {}
+    checks.expect(
+        result == {"provisioned": True, "refunded": False},
+        "the window closed: the run went on without a refund",
+    )
+    checks.expect(
+        "await-refund" in waited and waited["await-refund"] is None,
+        "the wait was recorded as timed out (None)",
+    )
+    checks.expect(services.calls["revoke_paid_plan"] == 0, "nothing was revoked")
+
+
+async def onboarding_flow(app: Stackshift, checks: Checks) -> None:
+    print(f"\n== 7. A child run and a {SHORT} s sleep: onboarding a user")
+    started = time.monotonic()
+    handle = await app.queue("emails").enqueue(
+        "onboardUser",
+        {"userId": "user_7", "email": "eve@example.com", "welcomeDelaySeconds": SHORT},
+        correlation_id="signup-req-7",
+    )
+    print(f"  enqueued run {handle.run_id} (correlation id signup-req-7)")
+    # Seen while it sleeps, unless the machine is too slow to catch it then.
+    seen = await watch_run(
+        app,
+        handle.run_id,
+        lambda r: waits_for(r, "sleep") or r.status.finished,
+        "the sleep",
+    )
+    if waits_for(seen, "sleep"):
+        print(describe(seen))
+    result = await handle.result(timeout=RESULT_TIMEOUT)
+    elapsed = time.monotonic() - started
+    print(f"  result: {result} (after {elapsed:.2f} s)")
+    run = await show_run(app, handle.run_id)
+    steps = {s.step_id: s.result for s in run.steps} if run else {}
+    at = {s.step_id: s.recorded_at for s in run.steps} if run else {}
+    sent, welcomed = at.get("verify-email"), at.get("send-welcome")
+    gap = (welcomed - sent).total_seconds() if sent and welcomed else 0.0
+    invoked = steps.get("verify-email")
+    child_id = invoked.get("run_id") if isinstance(invoked, dict) else None
+    child = await app.get_run(child_id) if isinstance(child_id, str) else None
+    if child is not None:
+        print(
+            f"  child run {child.run_id}: {child.job}, {child.status}, "
+            f"parent {child.parent_run_id}, correlation id {child.correlation_id}"
+        )
+    checks.expect(
+        result
+        == {
+            "verificationMessageId": "msg-verify-user_7",
+            "welcomeMessageId": "msg-welcome-user_7",
+        },
+        "the parent got its child's result (the verification mail's id)",
+    )
+    checks.expect(
+        child is not None
+        and child.status == "completed"
+        and child.parent_run_id == handle.run_id
+        and child.correlation_id == "signup-req-7",
+        "the child run completed, with its parent's id and correlation id",
+    )
+    checks.expect(
+        list(steps) == ["verify-email", "welcome-delay", "send-welcome"]
+        and gap >= SHORT,
+        f"the welcome mail went {gap:.2f} s after the verification mail "
+        f"(the sleep: {SHORT} s)",
+    )
+    checks.expect(
+        services.calls["mail_verification_link"] == 1
+        and services.calls["send_welcome_mail"] == 1,
+        "each mail was sent once, although the run suspended twice and replayed",
+    )
+
+
+async def cron_flow(app: Stackshift, checks: Checks) -> None:
+    print(f"\n== 8. A cron tick: dailyReport on '{EVERY_SECOND}' (every second)")
+    worker = app.worker([reports.QUEUE], concurrency=2, lease_timeout=10)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        print(f"  a worker serves the {reports.QUEUE!r} queue: it makes the ticks")
+        try:
+
+            async def report_made() -> bool:
+                return await app.state.get(reports.REPORTS_MADE) >= 1
+
+            await wait_for(report_made, "a tick's run of dailyReport")
+        finally:
+            worker.stop()
+    made = await app.state.get(reports.REPORTS_MADE)
+    print(f"  counter {reports.REPORTS_MADE} = {made}")
+    checks.expect(made >= 1, "a tick made a run of dailyReport, which completed")
+
+
+FLOWS: list[Flow] = [
+    signup_flow,
+    payment_flow,
+    upload_flow,
+    event_flow,
+    refund_flow,
+    refund_timeout_flow,
+    onboarding_flow,
+    cron_flow,
+]
+
+
 async def run_flows(app: Stackshift, flows: list[Flow]) -> Checks:
     """Serve every flow's queue with one in-process worker while ``flows`` run."""
     checks = Checks()
@@ -225,10 +456,14 @@ async def main(keep: bool) -> int:
     prefix = f"demo-{secrets.token_hex(4)}:"
     print(f"backend: {url} ({why})")
     print(f"key prefix: {prefix}")
-    app = register_all(Stackshift(url, prefix=prefix), backoff=BACKOFF)
+    app = register_events_and_time(
+        register_all(Stackshift(url, prefix=prefix), backoff=BACKOFF),
+        backoff=BACKOFF,
+        report_schedule=EVERY_SECOND,
+    )
     try:
         async with app:
-            checks = await run_flows(app, [signup_flow, payment_flow, upload_flow])
+            checks = await run_flows(app, FLOWS)
     except (StackshiftError, TimeoutError, ExceptionGroup) as exc:
         reason = expected_failure(exc)
         if reason is None:
@@ -247,7 +482,7 @@ async def main(keep: bool) -> int:
         for what in checks.failed:
             print(f"  - {what}")
         return 1
-    print("all three flows behaved as documented")
+    print("all flows behaved as documented")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Simulated external services for the three documented flows.
+"""Simulated external services for the documented flows.
 
 Each service prints one line saying what it did, and counts its calls in
 ``calls``, so a demo or a test can see which side effects ran, and how often.
@@ -93,6 +93,13 @@ async def mail_verification_link(user_id: str, email: str) -> str:
     return f"msg-verify-{user_id}"
 
 
+async def send_welcome_mail(user_id: str, email: str) -> str:
+    """Send the welcome mail; returns the mail provider's message id."""
+    _call("email", "send_welcome_mail")
+    print(f"  [email] sent the welcome mail to {email}")
+    return f"msg-welcome-{user_id}"
+
+
 # --- payments ----------------------------------------------------------------
 
 
@@ -115,6 +122,13 @@ async def enable_paid_plan(customer_id: str) -> str:
     _call("billing", "enable_paid_plan")
     print(f"  [billing] enabled the paid plan for {customer_id}")
     return "pro"
+
+
+async def revoke_paid_plan(customer_id: str) -> str:
+    """Switch the customer back to the free plan (the payment was refunded)."""
+    _call("billing", "revoke_paid_plan")
+    print(f"  [billing] revoked the paid plan of {customer_id}")
+    return "free"
 
 
 async def send_receipt(email: str) -> str:
@@ -156,3 +170,14 @@ async def mark_file_complete(file_id: str) -> bool:
     _call("storage", "mark_file_complete")
     print(f"  [storage] marked {file_id} complete")
     return True
+
+
+# --- reports -----------------------------------------------------------------
+
+
+async def build_daily_report(tick_ms: int) -> str:
+    """Build the report of the schedule's tick ``tick_ms``; returns its name."""
+    _call("reports", "build_daily_report")
+    name = f"report-{tick_ms}"
+    print(f"  [reports] built {name}")
+    return name
