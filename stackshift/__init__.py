@@ -15,6 +15,7 @@ from .errors import (
 )
 from .queue import Queue, RunHandle
 from .serialization import (
+    AttemptInfo,
     ErrorInfo,
     EventReceipt,
     ReceivedEvent,
@@ -26,6 +27,7 @@ from .serialization import (
 from .worker import Worker
 
 __all__ = [
+    "AttemptInfo",
     "ConfigError",
     "ErrorInfo",
     "EventReceipt",

@@ -59,6 +59,7 @@ class Attempt:
     registry: Registry
     enqueue_child: EnqueueChild
     log: Any
+    counters: set[str] = dataclasses.field(default_factory=set)  # keys incremented
 
     @property
     def run_id(self) -> str:
@@ -72,10 +73,13 @@ class Attempt:
 class State:
     """Durable integer counters: ``ctx.state`` (and ``app.state``)."""
 
-    def __init__(self, store: Store, run_id: str | None = None) -> None:
+    def __init__(
+        self, store: Store, run_id: str | None = None, touched: set[str] | None = None
+    ) -> None:
         self._store = store
         self._run_id = run_id
         self._seq = 0
+        self._touched = touched  # counter keys this attempt incremented
 
     @property
     def increments(self) -> int:
@@ -103,6 +107,8 @@ class State:
                 "app.state.increment is only exact inside a job: use ctx.state.increment"
             )
         self._seq += 1
+        if self._touched is not None:
+            self._touched.add(key)
         _applied, value = await self._store.increment(key, by, self._seq, self._run_id)
         return value
 

@@ -22,7 +22,6 @@ from ..errors import StoreError
 from .control import ControlStore
 from .enqueue import EnqueueStore
 from .events import EventStore, SentEvent, Waiter
-from .finish import FinishStore
 from .inspect import InspectStore
 from .intake import IntakeStore
 from .records import (
@@ -67,9 +66,8 @@ __all__ = [
 
 class Store(
     EnqueueStore,
-    IntakeStore,
+    IntakeStore,  # and FinishStore, which it carries
     StepStore,
-    FinishStore,
     ControlStore,
     EventStore,
     InspectStore,

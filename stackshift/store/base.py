@@ -79,6 +79,8 @@ class StoreBase:
         self._scripts = _scripts.load_scripts(with_flags=not self.memory)
         self._groups_made: set[str] = set()
         self._registered: set[str] = set()  # queues added to the registry
+        self._registered_counters: set[str] = set()
+        self._registered_events: set[str] = set()
         self._carrying: set[str] = set()  # lanes whose start calls carry finishes
         self._clock_offset_ms: float | None = None  # server clock - ours
         # One Link per event loop; the last one used is kept at hand, since

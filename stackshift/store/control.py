@@ -11,8 +11,7 @@ from typing import Any
 import msgspec
 
 from ..serialization import ChildValue, ErrorInfo, encode
-from .base import StoreBase
-from .finish import finish_shared
+from .finish import FinishStore
 from .keys import queue_of_run
 from .records import as_str, mapped_errors
 
@@ -26,7 +25,7 @@ TIMER_MARGIN_MS = 50
 HANDOFF_GRACE_MS = 5_000
 
 
-class ControlStore(StoreBase):
+class ControlStore(FinishStore):
     async def cancel(self, run_id: str, reason: str = "") -> tuple[str, str]:
         """Cancel a run: ('cancelled'|'requested'|'ended'|'missing', detail).
 
@@ -34,7 +33,7 @@ class ControlStore(StoreBase):
         parent to tell (a hand-off), else ''."""
         queue = queue_of_run(run_id)
         q = self.keys.queue(queue)
-        keys, args = finish_shared(q, "", self.settings)
+        keys, args = self._finish_shared(q, "")
         error = encode(ErrorInfo("Cancelled", reason or "cancelled"))
         reply = await self._call(
             "cancel",

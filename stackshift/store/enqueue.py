@@ -26,7 +26,10 @@ class EnqueueStore(StoreBase):
         idempotency key (then there is one run), delay and extra fields."""
         first = reqs[0]
         idem = q.idem(first.idempotency_key) if first.idempotency_key else q.stats
-        keys = [q.stream, q.delayed, q.stats, idem]
+        correlated = (
+            q.correlated(first.correlation_id) if first.correlation_id else q.stats
+        )
+        keys = [q.stream, q.delayed, q.stats, idem, correlated]
         args: list[Any] = [
             first.job,
             first.correlation_id,
@@ -36,6 +39,7 @@ class EnqueueStore(StoreBase):
             first.run_at_ms,
             q.wake,
             first.extra,
+            self._retention_ms,
         ]
         for req in reqs:
             keys += [q.run(req.run_id), q.bucket(req.run_id)]
@@ -80,6 +84,11 @@ class EnqueueStore(StoreBase):
         return out
 
     @property
+    def _retention_ms(self) -> int:
+        """How long any run's record may be kept once it ended."""
+        return int(max(self.settings.result_ttl, self.settings.dead_ttl) * 1000)
+
+    @property
     def registered_queues(self) -> set[str]:
         """Queues this process has added to the registry."""
         return self._registered
@@ -88,6 +97,12 @@ class EnqueueStore(StoreBase):
         """Add ``queue`` to the registry of queues (what the dashboard and
         ``stackshift queues`` list); the enqueue side does it once per queue
         and process, after its first enqueue there."""
-        with mapped_errors("register queue"):
-            await self.client.sadd(self.keys.queue_registry, queue)
+        await self.register("queues", queue)
         self._registered.add(queue)
+
+    async def register(self, kind: str, *names: str) -> None:
+        """Add names to a registry (queues, counters, events, crons): what
+        listings read instead of scanning keys."""
+        if names:
+            with mapped_errors(f"register {kind}"):
+                await self.client.sadd(self.keys.registry(kind), *names)

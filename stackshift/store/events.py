@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from ..serialization import decode, encode
 from .base import StoreBase
-from .keys import GROUP
+from .keys import GROUP, derived_run_id
 from .records import as_str, mapped_errors
 
 # The longest JSON text of a top-level value that goes into the log for
@@ -41,6 +41,12 @@ class Waiter:
 
     run_id: str
     step_key: str
+
+
+def subscriber_run_id(event: SentEvent, job: str, queue: str) -> str:
+    """The run an event makes of a subscribed job: the same for every delivery."""
+    seed = f"event\x1f{event.name}\x1f{event.event_id}\x1f{job}"
+    return derived_run_id(queue, event.sent_ms, seed)
 
 
 def canonical(value: Any) -> str:
@@ -91,6 +97,10 @@ class EventStore(StoreBase):
                 secrets.token_hex(8),
             ],
         )
+        if name not in self._registered_events:  # once per name and process
+            with mapped_errors("register event"):
+                await self.client.sadd(self.keys.registry("events"), name)
+            self._registered_events.add(name)
         return as_str(reply[0]) == "sent", as_str(reply[1])
 
     async def ensure_event_group(self) -> None:
@@ -233,6 +243,34 @@ class EventStore(StoreBase):
         """Events sent and not yet routed (they leave the stream once routed)."""
         with mapped_errors("XLEN events"):
             return int(await self.client.xlen(self.keys.event_stream))
+
+    async def recent_events(self, name: str, limit: int) -> list[SentEvent]:
+        """The newest events of a name still in its log (the look-back window),
+        newest first."""
+        with mapped_errors("events log"):
+            entries = await self.client.xrevrange(
+                self.keys.events(name).log, "+", "-", count=limit
+            )
+        return [
+            SentEvent(
+                name=name,
+                event_id=as_str(f.get(b"i", b"")),
+                data=f.get(b"d", b"null"),
+                correlation_id=as_str(f.get(b"c", b"")),
+                sent_ms=int(f.get(b"t", b"0")),
+            )
+            for _entry, f in entries
+        ]
+
+    async def claims_of(self, name: str, event_id: str) -> list[Waiter]:
+        """The waiters an event resumed (while its routed record lasts)."""
+        with mapped_errors("routed"):
+            raw = await self.client.get(self.keys.events(name).routed(event_id))
+        claimed = decode(raw) if raw else []
+        return [
+            Waiter(*str(member).split("|", 3)[2:])
+            for member in (claimed if isinstance(claimed, list) else [])
+        ]
 
     async def event_shapes(self, name: str) -> tuple[str, list[str]]:
         with mapped_errors("event shapes"):

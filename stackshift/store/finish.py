@@ -5,6 +5,7 @@ names no usable run, and handing back entries at shutdown."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -33,15 +34,15 @@ from .records import (
 
 # The KEYS and ARGV every call of lua/_finish.lua begins with (finish.lua,
 # start.lua, bury.lua, cancel.lua).
-FINISH_KEYS = 9
+FINISH_KEYS = 10
 FINISH_ARGS = 6
 
 
 def finish_shared(
-    q: QueueKeys, consumer: str, settings: Settings
+    q: QueueKeys, consumer: str, settings: Settings, now_ms: int
 ) -> tuple[list[str], list[Any]]:
     """The shared part of a finish: the same for every finish of a consumer on
-    a queue, so that concurrent ones merge into one script call."""
+    a queue (within a minute), so that concurrent ones merge into one call."""
     keys = [
         q.stream,
         q.stats,
@@ -52,6 +53,7 @@ def finish_shared(
         q.suspended,
         q.handoffs,
         q.cancels,
+        q.minute(now_ms // 60_000),
     ]
     args: list[Any] = [
         GROUP,
@@ -64,8 +66,10 @@ def finish_shared(
     return keys, args
 
 
-def finish_item(q: QueueKeys, lease: Lease, how: Finish) -> tuple[list[str], list[Any]]:
-    """One run to finish: its 3 keys and 6 arguments (lua/_finish.lua)."""
+def finish_item(
+    q: QueueKeys, lease: Lease, how: Finish, counters: bytes = b""
+) -> tuple[list[str], list[Any]]:
+    """One run to finish: its 3 keys and 7 arguments (lua/_finish.lua)."""
     run_id = lease.run_id
     data: bytes | str = b""
     number = 0
@@ -83,7 +87,7 @@ def finish_item(q: QueueKeys, lease: Lease, how: Finish) -> tuple[list[str], lis
         kind = "release"
     return (
         [q.run(run_id), q.steps(run_id), q.bucket(run_id)],
-        [kind, lease.entry_id, lease.deliveries, run_id, data, number],
+        [kind, lease.entry_id, lease.deliveries, run_id, data, number, counters],
     )
 
 
@@ -96,16 +100,27 @@ def finished(reply: Any) -> Finished:
 
 
 class FinishStore(StoreBase):
-    async def finish(self, lease: Lease, how: Finish) -> Finished:
+    def _finish_shared(
+        self, q: QueueKeys, consumer: str
+    ) -> tuple[list[str], list[Any]]:
+        now = self.server_now_ms() or int(time.time() * 1000)
+        return finish_shared(q, consumer, self.settings, now)
+
+    async def finish(
+        self, lease: Lease, how: Finish, *, counters: list[str] | None = None
+    ) -> Finished:
         """Record how the attempt ended, in one fenced script; concurrent
         finishes on a queue are merged into one call (batching.py).
+        ``counters``: the keys of the counters the attempt incremented.
 
         Returns ``lost`` if the lease was lost (nothing is written)."""
         if not await confirmed(lease):
             return Finished("lost")
         q = self.keys.queue(lease.queue)
-        shared_keys, shared_args = finish_shared(q, lease.consumer, self.settings)
-        item_keys, item_args = finish_item(q, lease, how)
+        shared_keys, shared_args = self._finish_shared(q, lease.consumer)
+        item_keys, item_args = finish_item(
+            q, lease, how, encode(sorted(counters)) if counters else b""
+        )
         try:
             reply = await self.link().batcher.call_item(
                 self._scripts["finish"], shared_keys, shared_args, item_keys, item_args
@@ -143,7 +158,7 @@ class FinishStore(StoreBase):
         """Dead-letter an entry that names no usable run, keeping its fields."""
         q = self.keys.queue(entry.queue)
         shown = {as_str(k): v.decode(errors="replace") for k, v in entry.fields.items()}
-        keys, args = finish_shared(q, consumer, self.settings)
+        keys, args = self._finish_shared(q, consumer)
         reply = await self._call(
             "bury",
             [*keys, q.run(run_id), q.steps(run_id)],

@@ -3,6 +3,7 @@ dashboard. Nothing here writes to Redis."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -213,12 +214,66 @@ class InspectStore(StoreBase):
             ids = await self.client.zrevrange(self.keys.queue(queue).dead, 0, limit - 1)
         return [as_str(i) for i in ids]
 
+    async def minute_counts(
+        self, queue: str, minutes: int
+    ) -> list[tuple[int, dict[str, int]]]:
+        """Runs that ended in each of the last ``minutes`` minutes (oldest
+        first): (epoch minute, {completed, failed, retried, cancelled,
+        suspended: n})."""
+        now = self.server_now_ms() or int(time.time() * 1000)
+        last = now // 60_000
+        wanted = list(range(last - minutes + 1, last + 1))
+        q = self.keys.queue(queue)
+        with mapped_errors("minute counts"):
+            pipe = self.client.pipeline(transaction=False)
+            for minute in wanted:
+                pipe.hgetall(q.minute(minute))
+            replies = await pipe.execute()
+        return [
+            (minute, {as_str(k): int(v) for k, v in reply.items()})
+            for minute, reply in zip(wanted, replies, strict=True)
+        ]
+
+    async def oldest_queued_ms(self, queue: str) -> int | None:
+        """When the oldest run still waiting for a worker was queued (ms), or
+        None: the first entry after the group's last delivered one."""
+        stream = self.keys.queue(queue).stream
+        with mapped_errors("oldest queued"):
+            try:
+                groups = await self.client.xinfo_groups(stream)
+            except ResponseError:
+                return None
+            group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
+            after = as_str(group["last-delivered-id"]) if group else "0-0"
+            first = await self.client.xrange(stream, f"({after}", "+", count=1)
+        return int(as_str(first[0][0]).partition("-")[0]) if first else None
+
+    async def run_of_idempotency_key(self, queue: str, key: str) -> str | None:
+        """The run an idempotency key made on a queue (within its TTL)."""
+        with mapped_errors("idempotency key"):
+            run_id = await self.client.get(self.keys.queue(queue).idem(key))
+        return as_str(run_id) if run_id else None
+
+    async def runs_of_correlation_id(
+        self, queue: str, correlation_id: str, limit: int = 50
+    ) -> list[str]:
+        """Runs of a queue made with a correlation id, newest first."""
+        with mapped_errors("correlation index"):
+            ids = await self.client.zrevrange(
+                self.keys.queue(queue).correlated(correlation_id), 0, limit - 1
+            )
+        return [as_str(i) for i in ids]
+
+    async def registered(self, kind: str) -> list[str]:
+        """The names in a registry (queues, counters, events, crons), sorted."""
+        with mapped_errors(f"{kind} registry"):
+            names = await self.client.smembers(self.keys.registry(kind))
+        return sorted(as_str(n) for n in names)
+
     async def known_queues(self) -> list[str]:
         """Every queue used so far (the registry: workers add theirs, and the
         enqueue side each queue it enqueues on), sorted."""
-        with mapped_errors("queues"):
-            names = await self.client.smembers(self.keys.queue_registry)
-        return sorted(as_str(n) for n in names)
+        return await self.registered("queues")
 
     async def timed_suspended(self, queue: str) -> int:
         """Suspended runs that wake on their own (a sleep, a wait's timeout)."""

@@ -11,9 +11,8 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from . import scripts as _scripts
-from .base import StoreBase
 from .batching import Pending, fail_items, resolve_items
-from .finish import FINISH_ARGS, FINISH_KEYS, finish_shared
+from .finish import FINISH_ARGS, FINISH_KEYS, FinishStore
 from .keys import GROUP, queue_of_run
 from .records import (
     Entry,
@@ -26,10 +25,10 @@ from .records import (
     store_error,
 )
 
-assert (FINISH_KEYS, FINISH_ARGS) == (9, 6)  # start.lua's layout depends on it
+assert (FINISH_KEYS, FINISH_ARGS) == (10, 6)  # start.lua's layout depends on it
 
 
-class IntakeStore(StoreBase):
+class IntakeStore(FinishStore):
     async def read(
         self, queue: str, consumer: str, count: int, block_ms: int
     ) -> list[Entry]:
@@ -84,7 +83,7 @@ class IntakeStore(StoreBase):
         queue = entries[0].queue
         q = self.keys.queue(queue)
         valid = [e for e in entries if _valid_run_entry(e)]
-        keys, args = finish_shared(q, consumer, self.settings)
+        keys, args = self._finish_shared(q, consumer)
         shared = (list(keys), list(args))
         args += [self.settings.max_deliveries, len(valid)]
         for entry in valid:

@@ -6,7 +6,8 @@ mirrors this module):
 - Per queue, all in hash slot ``{<queue>}`` so one script can touch them all on
   Redis Cluster: ``P{q}:stream``, ``P{q}:delayed``, ``P{q}:suspended``,
   ``P{q}:completed``, ``P{q}:cancelled``, ``P{q}:dead``, ``P{q}:stats``,
-  ``P{q}:handoffs``, ``P{q}:cancels``, ``P{q}:run:<run_id>``,
+  ``P{q}:handoffs``, ``P{q}:cancels``, ``P{q}:minute:<n>``, ``P{q}:corr:<id>``,
+  ``P{q}:run:<run_id>``,
   ``P{q}:steps:<run_id>``, ``P{q}:idem:<key>``, ``P{q}:queued:<ms>`` (where
   queued runs without a record are), ``P{q}:cron:<name>``, and the pub/sub
   channels ``P{q}:finished``, ``P{q}:wake`` and ``P{q}:cancel``.
@@ -15,7 +16,7 @@ mirrors this module):
   and ``P{events}:subs``, in slot ``{events}``; per event name, in slot
   ``{e:<name>}``: ``P{e:<name>}:log``, ``:waiters``, ``:expiry``, ``:shapes`` and
   ``:routed:<id>``.
-- The registry of queues, ``P{registry}:queues``.
+- Registries of names: ``P{registry}:queues``, ``:counters``, ``:events``, ``:crons``.
 
 User text (idempotency and counter keys, event ids) enters a key as-is only when
 it is short and made of safe characters; otherwise its SHA-256 goes in and the
@@ -205,6 +206,14 @@ class QueueKeys:
     def cron(self, name: str) -> str:
         return self._base + "cron:" + check_name(name, "cron")
 
+    def minute(self, epoch_minute: int) -> str:
+        """Counts of runs that ended in one minute (the dashboard's throughput)."""
+        return f"{self._base}minute:{epoch_minute}"
+
+    def correlated(self, correlation_id: str) -> str:
+        """The runs of this queue made with a correlation id (an index)."""
+        return self._base + "corr:" + key_part(correlation_id, "correlation id")
+
 
 class EventKeys:
     """Key names of one event name, all sharing the hash tag ``{e:<name>}``:
@@ -257,10 +266,14 @@ class Keys:
         """Which jobs the events of each name make runs of (``on_event``)."""
         return f"{self.prefix}{{events}}:subs"
 
+    def registry(self, kind: str) -> str:
+        """The names of the queues, counters, event names or crons used so far
+        (a set), for listings that must not scan keys."""
+        return f"{self.prefix}{{registry}}:{kind}"
+
     @property
     def queue_registry(self) -> str:
-        """The names of the queues anyone has used."""
-        return f"{self.prefix}{{registry}}:queues"
+        return self.registry("queues")
 
     def counter(self, key: str) -> str:
         return f"{self.prefix}{{c:{key_part(key, 'counter key')}}}"

@@ -35,6 +35,10 @@ class StepStore(StoreBase):
             [self.keys.counter(key), self.keys.counter_seen(key, run_id)],
             [by, seq, mark_ttl, original],
         )
+        if key not in self._registered_counters:  # once per key and process
+            with mapped_errors("register counter"):
+                await self.client.sadd(self.keys.registry("counters"), key)
+            self._registered_counters.add(key)
         return bool(int(reply[0])), int(reply[1])
 
     async def counter_value(self, key: str) -> int:

@@ -154,6 +154,14 @@ class Worker:
             await self._store.register_queue(queue)
         await self._store.ensure_event_group()
         await self._store.subscribe(self.app.registry.subscriptions())
+        await self._store.register(
+            "crons",
+            *(
+                f"{spec.queue or 'default'}\x1f{spec.name}"
+                for spec in self.app.registry.crons()
+                if (spec.queue or "default") in self.queues
+            ),
+        )
         log.info(
             "worker_started",
             consumer=self.consumer,

@@ -25,19 +25,13 @@ from ..errors import StoreError
 from ..logs import get_logger
 from ..serialization import EventValue, encode
 from ..store import EnqueueRequest, SentEvent, Store, Waiter
-from ..store.keys import derived_run_id
+from ..store.events import subscriber_run_id
 
 log = get_logger("stackshift.worker")
 
 BATCH = 100
 BLOCK_MS = 2000
 MEMORY_POLL_SECONDS = 0.005
-
-
-def subscriber_run_id(event: SentEvent, job: str, queue: str) -> str:
-    """The run an event makes of a subscribed job: the same for every delivery."""
-    seed = f"event\x1f{event.name}\x1f{event.event_id}\x1f{job}"
-    return derived_run_id(queue, event.sent_ms, seed)
 
 
 class EventRouter:

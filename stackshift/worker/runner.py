@@ -152,7 +152,7 @@ class Runner:
             log=structlog.get_logger("stackshift.job"),
         )
         outcome = await self._attempt(attempt, started, inflight)
-        ended = await self._finish_uncancellable(inflight, outcome, job, fields)
+        ended = await self._finish_uncancellable(inflight, outcome, attempt, fields)
         log.info(
             "run_finished",
             outcome=ended,
@@ -218,7 +218,11 @@ class Runner:
                 _consume_cancel()  # the timer's cancel request, whatever came of it
 
     async def _finish_uncancellable(
-        self, inflight: Inflight, outcome: Outcome, job: str, fields: dict[str, bytes]
+        self,
+        inflight: Inflight,
+        outcome: Outcome,
+        attempt: Attempt,
+        fields: dict[str, bytes],
     ) -> str:
         """Write the outcome. From here on, stops (lease lost, shutdown) no longer
         cancel this run (``Inflight.finishing``): the write is not cut short.
@@ -226,7 +230,7 @@ class Runner:
         The handler's slot is free from here on."""
         inflight.finishing = True
         self._slots.handler_done()
-        return await self._finish(inflight.lease, outcome, job, fields)
+        return await self._finish(inflight.lease, outcome, attempt, fields)
 
     def _context(
         self, spec: JobSpec, attempt: Attempt, started: StartResult
@@ -236,7 +240,7 @@ class Runner:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise PayloadError(f"invalid payload for job {spec.name!r}: {exc}") from exc
         max_bytes = self._store.settings.max_payload_bytes
-        state = State(self._store, attempt.run_id)
+        state = State(self._store, attempt.run_id, attempt.counters)
         return JobContext(
             payload=payload,
             step=Step(attempt, state, max_bytes),
@@ -272,18 +276,24 @@ class Runner:
         return data
 
     async def _finish(
-        self, lease: Lease, outcome: Outcome, job: str, fields: dict[str, bytes]
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        attempt: Attempt,
+        fields: dict[str, bytes],
     ) -> str:
         """Record the outcome with one fenced finish; returns what happened."""
         if isinstance(outcome, Stopped):
             return outcome.why
         how: Finish = (
-            self._failure(outcome, job, fields)
+            self._failure(outcome, attempt.job, fields)
             if isinstance(outcome, Failed)
             else outcome
         )
         try:
-            done = await self._store.finish(lease, how)
+            done = await self._store.finish(
+                lease, how, counters=list(attempt.counters) or None
+            )
         except StoreError as exc:
             # The entry stays pending: it is reclaimed once its lease expires.
             log.error("finish_failed", error=str(exc))

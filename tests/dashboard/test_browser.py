@@ -265,9 +265,6 @@ async def test_retry_all_shows_how_many_first_and_cancel_goes_back(
     await expect(page.locator("[data-dead-count]")).to_have_text("3")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs DashboardData.retry_all_dead (app.retry_dead)"
-)
 async def test_retry_all_re_drives_every_dead_run(
     app: Stackshift, serve_dashboard: Any, page: Any
 ) -> None:
@@ -286,7 +283,6 @@ async def test_retry_all_re_drives_every_dead_run(
             await wait_status(app, run_id, "completed", within=15)
 
 
-@pytest.mark.xfail(strict=True, reason="needs DashboardData.cancel (app.cancel)")
 async def test_cancel_a_queued_run(
     app: Stackshift, serve_dashboard: Any, page: Any
 ) -> None:

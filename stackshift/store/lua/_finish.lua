@@ -4,20 +4,22 @@
 -- bury.lua dead-letter with it too. Each run is fenced on its own: one whose
 -- entry is no longer ours is left alone.
 --
--- Both entry scripts begin with the same KEYS and ARGV (FINISH_KEYS = 9 and
+-- Both entry scripts begin with the same KEYS and ARGV (FINISH_KEYS = 10 and
 -- FINISH_ARGS = 6 in store/finish.py):
 -- KEYS: stream, stats hash, delayed zset, dead zset, completed zset, cancelled
--- zset, suspended zset, hand-offs zset, cancel requests hash (slot {<queue>})
+-- zset, suspended zset, hand-offs zset, cancel requests hash, this minute's
+-- counts hash (the dashboard's throughput)                  (slot {<queue>})
 -- ARGV: group, consumer, result TTL ms, dead-letter TTL ms, finished channel,
 -- wake channel.
--- A run to finish is 3 KEYS (run hash, steps hash, queued-index bucket) and 6
--- ARGV: kind, entry id, deliveries, run id, data, number, where kind and data are
+-- A run to finish is 3 KEYS (run hash, steps hash, queued-index bucket) and 7
+-- ARGV: kind, entry id, deliveries, run id, data, number, counters (the keys of
+-- the counters the attempt incremented, JSON list, or ''), where kind and data are
 --   complete  the job's result (JSON)
 --   retry     the error (JSON); number = backoff ms
 --   dead      the error (JSON)
 --   cancel    the error (JSON) it is recorded with
---   suspend   what it waits for: {"waits": [{"step", "kind", "after" (ms from
---             now) or "at" (epoch ms), ...}]}
+--   suspend   what it waits for: {"w": [{"s": step key, "k": kind, "d": ms
+--             from now, or "a": epoch ms, ...}]} (serialization.Waiting)
 --   release   '' (a hand-back at shutdown: the run goes back to the queue)
 -- Each returns {'ok'}, {'lost'} (not ours: nothing written), {'handoff'} (ok,
 -- and the run's parent must be told: store/control.py), {'resolved', steps}
@@ -29,6 +31,7 @@ local function finish_context(k0, a0)
     stream = KEYS[k0 + 1], stats = KEYS[k0 + 2], delayed = KEYS[k0 + 3],
     dead = KEYS[k0 + 4], completed = KEYS[k0 + 5], cancelled = KEYS[k0 + 6],
     suspended = KEYS[k0 + 7], handoffs = KEYS[k0 + 8], cancels = KEYS[k0 + 9],
+    minute = KEYS[k0 + 10],
     group = ARGV[a0 + 1], consumer = ARGV[a0 + 2],
     result_ttl = tonumber(ARGV[a0 + 3]), dead_ttl = tonumber(ARGV[a0 + 4]),
     finished = ARGV[a0 + 5], wake = ARGV[a0 + 6],
@@ -68,20 +71,20 @@ local function suspend(f, run, steps, run_id, data)
   local w = cjson.decode(data)
   local attempt = redis.call('HGET', run, 'attempt')
   local deadline, resolved = nil, false
-  for _, wait in ipairs(w.waits) do
-    if redis.call('HEXISTS', steps, wait.step) == 1 then
+  for _, wait in ipairs(w.w) do
+    if redis.call('HEXISTS', steps, wait.s) == 1 then
       resolved = true
     else
-      if wait.after then
-        wait.at = f.now + wait.after
-        wait.after = nil
+      if wait.d then
+        wait.a = f.now + wait.d
+        wait.d = nil
       end
-      if wait.at then
-        if wait.at <= f.now then
+      if wait.a then
+        if wait.a <= f.now then
           record_due(steps, attempt, f.now, wait)
           resolved = true
-        elseif not deadline or wait.at < deadline then
-          deadline = wait.at
+        elseif not deadline or wait.a < deadline then
+          deadline = wait.a
         end
       end
     end
@@ -89,7 +92,6 @@ local function suspend(f, run, steps, run_id, data)
   if resolved then
     return redis.call('HGETALL', steps)
   end
-  w['until'] = deadline
   redis.call('HSET', run, 'status', 'suspended', 'waiting', cjson.encode(w),
     'suspended_at', f.now)
   if deadline then
@@ -135,12 +137,44 @@ end
 local LEAVES = {complete = 'completed', retry = 'scheduled', dead = 'failed',
   cancel = 'cancelled', suspend = 'suspended'}
 
-local function leave(f, run, steps, bucket, kind, entry, deliveries, run_id, data, num)
+-- The counters a run incremented, kept on its record (the union over its
+-- attempts), for the dashboard.
+local function note_counters(run, counters)
+  local known = redis.call('HGET', run, 'counters')
+  if known == counters then return end
+  local union, seen = {}, {}
+  for _, list in ipairs({known, counters}) do
+    if list then
+      for _, key in ipairs(cjson.decode(list)) do
+        if not seen[key] then
+          seen[key] = true
+          union[#union + 1] = key
+        end
+      end
+    end
+  end
+  redis.call('HSET', run, 'counters', cjson.encode(union))
+end
+
+-- A failed attempt that will be retried, in the run's attempt log (the last
+-- attempt is the record itself): when it ran, where, and why it failed.
+local function log_attempt(run, err)
+  local r = redis.call('HMGET', run, 'attempt', 'started_at', 'worker', 'attempts')
+  local e = cjson.decode(err)
+  local log = r[4] and cjson.decode(r[4]) or {}
+  log[#log + 1] = {attempt = tonumber(r[1]), started_at = tonumber(r[2]),
+    worker = r[3], type = e.type, message = string.sub(tostring(e.message), 1, 500)}
+  redis.call('HSET', run, 'attempts', cjson.encode(log))
+end
+
+local function leave(f, run, steps, bucket, kind, entry, deliveries, run_id, data, num,
+    counters)
   if not owns(f.stream, f.group, entry, f.consumer, deliveries) then
     local s = redis.call('HMGET', run, 'status', 'entry', 'worker')
     local repeated = s[1] == LEAVES[kind] and s[2] == entry and s[3] == f.consumer
     return {repeated and 'ok' or 'lost'}
   end
+  if counters ~= '' then note_counters(run, counters) end
   local has = redis.call('HMGET', run, 'parent', 'cancel')
   local parent, cancel = has[1], has[2]
   if cancel and (kind == 'retry' or kind == 'suspend' or kind == 'release') then
@@ -159,6 +193,7 @@ local function leave(f, run, steps, bucket, kind, entry, deliveries, run_id, dat
     redis.call('HDEL', run, 'error')
   elseif kind == 'retry' then
     local due = f.now + tonumber(num)
+    log_attempt(run, data)
     redis.call('HINCRBY', run, 'failures', 1)
     redis.call('HSET', run, 'status', 'scheduled', 'error', data, 'scheduled_for', due)
     add_timer(f.delayed, due, run_id, f.wake)
@@ -178,14 +213,21 @@ local function leave(f, run, steps, bucket, kind, entry, deliveries, run_id, dat
 end
 
 -- Per call, not per run: one XACK and one XDEL for all the entries, one
--- HINCRBY per counter, and the indexes of ended runs trimmed to their TTL.
+-- HINCRBY per counter (totals, and this minute's), and the indexes of ended
+-- runs trimmed to their TTL.
 local function finish_close(f)
   if #f.acked > 0 then
     redis.call('XACK', f.stream, f.group, unpack(f.acked))
     redis.call('XDEL', f.stream, unpack(f.acked))
   end
+  local counted = false
   for name, n in pairs(f.counts) do
     redis.call('HINCRBY', f.stats, name, n)
+    redis.call('HINCRBY', f.minute, name, n)
+    counted = true
+  end
+  if counted then
+    redis.call('PEXPIRE', f.minute, 7200000)  -- the dashboard shows the last hour
   end
   if f.counts.completed then
     redis.call('ZREMRANGEBYSCORE', f.completed, '-inf', f.now - f.result_ttl)
@@ -202,9 +244,9 @@ end
 local function finish_runs(f, k0, a0)
   local out = {}
   for i = 1, (#KEYS - k0) / 3 do
-    local k, a = k0 + 3 * (i - 1), a0 + 6 * (i - 1)
+    local k, a = k0 + 3 * (i - 1), a0 + 7 * (i - 1)
     out[i] = leave(f, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2],
-      ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+      ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
   end
   return out
 end

@@ -6,14 +6,14 @@
 -- sleep is done, an event wait timed out (null), an invoke timed out (error).
 local function record_due(steps, attempt, now, wait)
   local value, err = 'null', nil
-  if wait.kind == 'invoke' then
-    value = cjson.encode({run_id = wait.child})
+  if wait.k == 'invoke' then
+    value = cjson.encode({run_id = wait.c})
     err = cjson.encode({type = 'TimeoutError', message = 'child run ' ..
-      tostring(wait.child) .. ' did not finish before the timeout', traceback = '',
+      tostring(wait.c) .. ' did not finish before the timeout', traceback = '',
       attempt = tonumber(attempt) or 0})
   end
-  redis.call('HSETNX', steps, wait.step,
-    step_record(steps, attempt, now, wait.kind, value, err))
+  redis.call('HSETNX', steps, wait.s,
+    step_record(steps, attempt, now, wait.k, value, err))
 end
 
 -- The suspended run goes back to the end of its stream, as a fresh entry that
@@ -29,8 +29,8 @@ end
 -- Is `step` one of the waits in a suspended run's `waiting` field?
 local function waits_on(waiting, step)
   if not waiting then return false end
-  for _, wait in ipairs(cjson.decode(waiting).waits) do
-    if wait.step == step then return true end
+  for _, wait in ipairs(cjson.decode(waiting).w) do
+    if wait.s == step then return true end
   end
   return false
 end

@@ -5,14 +5,14 @@
 -- as a backstop); it ends cancelled when its handler has stopped, and if that
 -- worker died, start.lua ends it when its entry is taken over. Ended runs are
 -- left as they are. Safe to repeat.
--- KEYS: the 9 of _finish.lua, then KEYS[10] run hash  KEYS[11] steps hash
--- KEYS[12] its queued-index bucket                      (all in slot {<queue>})
+-- KEYS: the 10 of _finish.lua, then KEYS[11] run hash  KEYS[12] steps hash
+-- KEYS[13] its queued-index bucket                      (all in slot {<queue>})
 -- ARGV: the 6 of _finish.lua, then ARGV[7] run id  ARGV[8] error (JSON) it is
 -- recorded with  ARGV[9] cancel channel
 -- Returns {'cancelled', hand-off 0|1}, {'requested'}, {'ended', status} or
 -- {'missing'}.
 local f = finish_context(0, 0)
-local run, steps, bucket, run_id = KEYS[10], KEYS[11], KEYS[12], ARGV[7]
+local run, steps, bucket, run_id = KEYS[11], KEYS[12], KEYS[13], ARGV[7]
 local state = redis.call('HMGET', run, 'status', 'entry', 'parent')
 local status, entry = state[1], state[2]
 local field = string.sub(run_id, 11, 26)
@@ -26,7 +26,9 @@ if status == 'completed' or status == 'failed' or status == 'cancelled' then
   return {'ended', status}
 end
 if (status == 'queued' or status == 'running') and entry then
-  if #redis.call('XPENDING', f.stream, f.group, entry, entry, 1) > 0 then
+  -- (No consumer group yet: no worker ever read the queue, so not delivered.)
+  local pending = redis.pcall('XPENDING', f.stream, f.group, entry, entry, 1)
+  if not pending.err and #pending > 0 then
     -- Delivered to a worker: only that worker can stop its handler.
     redis.call('HSET', run, 'cancel', f.now)
     redis.call('HSET', f.cancels, entry, run_id)

@@ -2,13 +2,16 @@
 -- enqueue.lua: create runs of one job on one queue (one from enqueue, a batch
 -- from enqueue_many), at most once per idempotency key.
 -- KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] stats hash  KEYS[4] idempotency
--- key (when ARGV[3] is not ''; else the stats hash again), then per run:
--- KEYS[3+2i] run hash  KEYS[4+2i] its queued-index bucket  (all in slot {<queue>})
+-- key (when ARGV[3] is not ''; else the stats hash again)  KEYS[5] the index of
+-- the correlation id's runs (when ARGV[2] is not ''; else the stats hash), then
+-- per run: KEYS[4+2i] run hash  KEYS[5+2i] its queued-index bucket
+--                                                      (all in slot {<queue>})
 -- ARGV[1] job  ARGV[2] correlation id ('': the run's own id)
 -- ARGV[3] idempotency key as given ('': none; then exactly one run)
 -- ARGV[4] idempotency TTL ms  ARGV[5] delay ms (-1: none)  ARGV[6] run-at ms (-1)
 -- ARGV[7] wake channel  ARGV[8] extra record fields (JSON object, '' for none)
--- then per run: ARGV[7+2i] run id  ARGV[8+2i] payload (JSON)
+-- ARGV[9] correlation index TTL ms
+-- then per run: ARGV[8+2i] run id  ARGV[9+2i] payload (JSON)
 -- Returns per run {run_id, 1 if deduplicated else 0, status}.
 -- Safe to repeat (a reply lost on the wire): run ids are made by the caller,
 -- so a second call with the same ids finds its own runs and adds nothing.
@@ -18,10 +21,10 @@ local job, correlation, idem = ARGV[1], ARGV[2], ARGV[3]
 if idem ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
-    if existing == ARGV[9] then return {{existing, 0, 'repeated'}} end
+    if existing == ARGV[10] then return {{existing, 0, 'repeated'}} end
     return {{existing, 1, 'deduplicated'}}
   end
-  redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[4])
+  redis.call('SET', KEYS[4], ARGV[10], 'PX', ARGV[4])
 end
 
 -- Due now unless delayed: then the server's clock says when.
@@ -44,14 +47,19 @@ end
 
 local q = {stream = KEYS[1], delayed = KEYS[2], wake = ARGV[7]}
 local out, created = {}, 0
-for i = 1, (#ARGV - 8) / 2 do
-  local run_id = ARGV[7 + 2 * i]
-  local status = create_run(q, KEYS[3 + 2 * i], KEYS[4 + 2 * i], run_id, job,
-    ARGV[8 + 2 * i], correlation, idem, due, now, extra)
+for i = 1, (#ARGV - 9) / 2 do
+  local run_id = ARGV[8 + 2 * i]
+  local status = create_run(q, KEYS[4 + 2 * i], KEYS[5 + 2 * i], run_id, job,
+    ARGV[9 + 2 * i], correlation, idem, due, now, extra)
   out[i] = {run_id, 0, status}
-  if status ~= 'repeated' then created = created + 1 end
+  if status ~= 'repeated' then
+    created = created + 1
+    -- Found by correlation id later (the dashboard): ids sort by time.
+    if correlation ~= '' then redis.call('ZADD', KEYS[5], 0, run_id) end
+  end
 end
 if created > 0 then
   redis.call('HINCRBY', KEYS[3], 'enqueued', created)
+  if correlation ~= '' then redis.call('PEXPIRE', KEYS[5], ARGV[9]) end
 end
 return out

@@ -2,18 +2,18 @@
 -- start.lua: a worker takes a batch of delivered entries and starts an attempt
 -- of each one's run (_start.lua), and carries the finishes of this consumer
 -- that were waiting to go out (_finish.lua): one round trip, not two.
--- KEYS: the 9 of _finish.lua (KEYS[1] is the stream), then per entry
--- KEYS[7+3i] run hash  KEYS[8+3i] steps hash  KEYS[9+3i] its queued-index bucket,
--- then 3 per run to finish                               (all in slot {<queue>})
+-- KEYS: the 10 of _finish.lua (KEYS[1] is the stream), then per entry
+-- KEYS[8+3i] run hash  KEYS[9+3i] steps hash  KEYS[10+3i] its queued-index
+-- bucket, then 3 per run to finish                       (all in slot {<queue>})
 -- ARGV: the 6 of _finish.lua, ARGV[7] max deliveries, ARGV[8] entries n, then
--- per entry ARGV[7+2i] entry id  ARGV[8+2i] run id, then 6 per run to finish.
+-- per entry ARGV[7+2i] entry id  ARGV[8+2i] run id, then 7 per run to finish.
 -- Returns {one reply of _finish.lua per run finished, one of start() per entry}.
 local f = finish_context(0, 0)
 local max, n = tonumber(ARGV[7]), tonumber(ARGV[8])
-local finished = finish_runs(f, 9 + 3 * n, 8 + 2 * n)
+local finished = finish_runs(f, 10 + 3 * n, 8 + 2 * n)
 local out = {}
 for i = 1, n do
-  local k, a = 9 + 3 * (i - 1), 8 + 2 * (i - 1)
+  local k, a = 10 + 3 * (i - 1), 8 + 2 * (i - 1)
   out[i] = start(f, max, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1],
     ARGV[a + 2])
 end

@@ -24,11 +24,11 @@ end
 
 -- Does this wait of a suspended run come due now?
 local function wait_due(wait)
-  if not wait.at then return false end
-  if mode == 'skip_all' or (mode == 'skip' and wait.kind == 'sleep') then
+  if not wait.a then return false end
+  if mode == 'skip_all' or (mode == 'skip' and wait.k == 'sleep') then
     return true
   end
-  return wait.at <= now
+  return wait.a <= now
 end
 
 local moved, woken = 0, 0
@@ -47,7 +47,7 @@ for i = 1, #ARGV - 2 do
     local state = redis.call('HMGET', run, 'status', 'attempt', 'waiting')
     if state[1] == 'suspended' and state[3] then
       local fired = false
-      for _, wait in ipairs(cjson.decode(state[3]).waits) do
+      for _, wait in ipairs(cjson.decode(state[3]).w) do
         if wait_due(wait) then
           record_due(steps, state[2], now, wait)
           fired = true
