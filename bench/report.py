@@ -119,6 +119,7 @@ def _one(records: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> 
         [system, *(_cell(by.get((system, col)), metric) for _, col, metric in present)]
         for system in systems
     ]
+    rows = [row for row in rows if any(row[1:])]  # systems without these workloads
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     lines = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
