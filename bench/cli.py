@@ -27,7 +27,22 @@ OWN = {
     "raw": "bench.systems.raw",
     "raw-jobs": "bench.systems.raw_jobs",
 }
-ALL_WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7")
+ALL_WORKLOADS = (
+    "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7",
+    "W4i", "W8", "W9", "W10", "W11",
+)  # fmt: skip
+# Workloads only some systems can run (the rest: every system). The peers have
+# no events, child runs or suspended runs; their chained jobs are W4's (W4i
+# stands beside it), their delayed jobs are W9's (taskiq-redis has none: its
+# scheduler is a separate process reading a schedule source). W11 is
+# stackshift's alone: exactly one run per tick across workers.
+RUNS_ON = {
+    "W4i": {"stackshift", "raw"},
+    "W8": {"stackshift", "raw"},
+    "W9": {"stackshift", "raw", "arq", "saq", "streaq"},
+    "W10": {"stackshift", "raw"},
+    "W11": {"stackshift"},
+}
 CELL_TIMEOUT = 900.0
 
 
@@ -59,6 +74,33 @@ def cells(scale: float, only: set[str]) -> Iterator[tuple[str, str, dict[str, An
             yield "W6", f"W6{label}", params | {"concurrency": 100}
     if "W7" in only:
         yield "W7", "W7", {"n": n(10_000)}
+    yield from _durable_cells(scale, only)
+
+
+def _durable_cells(
+    scale: float, only: set[str]
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Cells of events and durable time (issue #11)."""
+
+    def n(full: int, least: int) -> int:
+        return max(least, int(full * scale))
+
+    if "W4i" in only:
+        params = {"n": n(200, 3), "steps": 10, "seconds": max(3, 20 * scale)}
+        yield "W4i", "W4i", params | {"invoke": True}
+    if "W8" in only:
+        yield "W8", "W8", {"n": n(1_000, 20), "pace_ms": 5.0}
+    if "W9" in only:
+        sleepers = {"n": n(10_000, 50), "concurrency": 100}
+        yield "W9", "W9", sleepers | {"min_s": 1.0, "max_s": 5.0}
+        yield "W9", "W9hold", sleepers | {"phase": "hold", "seconds": max(1, 5 * scale)}
+    if "W10" in only:
+        # stackshift's default concurrency for every system (raw's is 100)
+        fan_out = {"n": n(1_000, 20), "concurrency": 10}
+        yield "W10", "W10one", fan_out | {"events": "one"}
+        yield "W10", "W10each", fan_out | {"events": "each"}
+    if "W11" in only:
+        yield "W11", "W11", {"seconds": max(5, 60 * scale), "procs": 3}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +109,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--scale", type=float, default=1.0, help="multiply every size (0.1: quick)"
     )
     parser.add_argument(
-        "--only", default=",".join(ALL_WORKLOADS), help="workloads, e.g. W1,W2"
+        "--only", default=",".join(ALL_WORKLOADS), help="workloads, e.g. W1,W8,W9"
     )
     parser.add_argument(
         "--peers", default="all", help="none, all, or a list: " + ",".join(PEERS)
@@ -161,7 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             "cells": records,
         }
         for workload, column, params in plan:
-            records.extend(
+            ran = {
+                name: how
+                for name, how in systems.items()
+                if name in RUNS_ON.get(workload, systems)
+            }
+            cell_records = [
                 {
                     "system": system,
                     "workload": workload,
@@ -169,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                     "params": params,
                     "runs": [],
                 }
-                for system in systems
-            )
+                for system in ran
+            ]
+            records.extend(cell_records)
             # Repetitions interleave the systems, so drift hits all of them alike.
             for rep in range(args.repeat):
-                for i, (system, (python, module)) in enumerate(systems.items()):
-                    record = records[-len(systems) + i]
+                for record, (system, (python, module)) in zip(
+                    cell_records, ran.items(), strict=True
+                ):
                     server.flushall()
                     began = time.monotonic()
                     result = run_cell(
@@ -185,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                         doc["versions"][system] = versions
                     record["runs"].append(result)
                     took = time.monotonic() - began
-                    shown = result.get("error") or report.headline(workload, result)
+                    shown = (
+                        result.get("error")
+                        or result.get("skipped")
+                        or report.headline(workload, result)
+                    )
                     print(
                         f"[{column} {system} {rep + 1}/{args.repeat}] {shown} ({took:.1f} s)",
                         file=sys.stderr,

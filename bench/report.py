@@ -26,20 +26,47 @@ COSTS = [
     ("W7 B/finished", "W7", "bytes_per_finished"),
     ("W7 RSS MB", "W7", "worker_rss_mb"),
 ]
+# Events and durable time (issue #11).
+EVENTS = [
+    ("W8 p50 ms", "W8", "p50_ms"),
+    ("W8 p99 ms", "W8", "p99_ms"),
+    ("W10 1→N resumes/s", "W10one", "resumes_per_s"),
+    ("W10 N→N resumes/s", "W10each", "resumes_per_s"),
+    ("W4i ms/run", "W4i", "ms_per_run"),
+    ("W4i ms/child", "W4i", "ms_per_step"),
+]
+TIME = [
+    ("W9 late p50 ms", "W9", "p50_ms"),
+    ("W9 late p99 ms", "W9", "p99_ms"),
+    ("W9 B/sleeping", "W9hold", "bytes_per_suspended"),
+    ("W9 worker CPU ms/s", "W9hold", "worker_cpu_ms_per_s"),
+    ("W9 Redis CPU ms/s", "W9hold", "redis_cpu_ms_per_s"),
+    ("W11 runs/tick min", "W11", "runs_per_tick_min"),
+    ("W11 runs/tick max", "W11", "runs_per_tick_max"),
+    ("W11 late p50 ms", "W11", "p50_ms"),
+    ("W11 late p99 ms", "W11", "p99_ms"),
+]
+# The metric shown while a cell runs: the first its result has.
 HEADLINE = {
-    "W1": "jobs_per_s",
-    "W1b": "jobs_per_s",
-    "W2": "jobs_per_s",
-    "W3": "p50_ms",
-    "W4": "ms_per_run",
-    "W5": "jobs_per_s",
-    "W6": "us_per_run",
-    "W7": "bytes_per_queued",
+    "W1": ("jobs_per_s",),
+    "W1b": ("jobs_per_s",),
+    "W2": ("jobs_per_s",),
+    "W3": ("p50_ms",),
+    "W4": ("ms_per_run",),
+    "W4i": ("ms_per_run",),
+    "W5": ("jobs_per_s",),
+    "W6": ("us_per_run",),
+    "W7": ("bytes_per_queued",),
+    "W8": ("p50_ms",),
+    "W9": ("p99_ms", "bytes_per_suspended"),
+    "W10": ("resumes_per_s",),
+    "W11": ("runs_per_tick_max",),
 }
 
 
 def headline(workload: str, result: dict[str, Any]) -> str:
-    metric = HEADLINE[workload]
+    metrics = HEADLINE[workload]
+    metric = next((m for m in metrics if m in result), metrics[0])
     return f"{metric}={_fmt(float(result.get(metric, float('nan'))))}"
 
 
@@ -92,6 +119,7 @@ def _one(records: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> 
         [system, *(_cell(by.get((system, col)), metric) for _, col, metric in present)]
         for system in systems
     ]
+    rows = [row for row in rows if any(row[1:])]  # systems without these workloads
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     lines = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
@@ -123,6 +151,8 @@ def table(records: list[dict[str, Any]]) -> str:
     parts = [
         _one(records, THROUGHPUT),
         _one(records, COSTS),
+        _one(records, EVENTS),
+        _one(records, TIME),
         ratios(records),
         ratios(records, baseline="raw-jobs"),
     ]

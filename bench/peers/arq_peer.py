@@ -4,6 +4,7 @@ poll_delay 0.5 s, results kept 1 h; jobs live in a sorted set, not a stream."""
 from __future__ import annotations
 
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -55,7 +56,18 @@ class ArqAdapter(driver.Adapter):
             job = await self._pool.enqueue_job("step", i)
             await job.result(timeout=60)
 
-    async def serve(self, concurrency: int) -> None:
+    async def enqueue_sleepers(self, seconds: list[float], *, hold: bool) -> None:
+        async def one(s: float) -> None:
+            due = time.time() + s
+            await self._pool.enqueue_job("noop", 0.0 if hold else due, _defer_by=s)
+
+        it = iter(seconds)
+        await _bulk.concurrent(len(seconds), lambda: one(next(it)))
+
+    async def suspended(self) -> int:
+        return int(await self._pool.zcard("arq:queue"))  # deferred jobs wait there
+
+    async def serve(self, concurrency: int, mode: str = "") -> None:
         worker = Worker(
             functions=[noop, step],
             redis_settings=self._settings(),

@@ -5,6 +5,7 @@ enqueues."""
 from __future__ import annotations
 
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -52,7 +53,18 @@ class SaqAdapter(driver.Adapter):
         for i in range(steps):
             await self._queue.apply("step", timeout=60, i=i)
 
-    async def serve(self, concurrency: int) -> None:
+    async def enqueue_sleepers(self, seconds: list[float], *, hold: bool) -> None:
+        async def one(s: float) -> None:
+            due = time.time() + s
+            await self._queue.enqueue("noop", t=0.0 if hold else due, scheduled=due)
+
+        it = iter(seconds)
+        await _bulk.concurrent(len(seconds), lambda: one(next(it)))
+
+    async def suspended(self) -> int:
+        return int(await self._queue.count("incomplete"))  # scheduled ones too
+
+    async def serve(self, concurrency: int, mode: str = "") -> None:
         queue = Queue.from_url(common.bench_url(), name=driver.QUEUE)
         await queue.connect()
         worker = Worker(queue, functions=[noop, step], concurrency=concurrency)

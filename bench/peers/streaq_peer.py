@@ -5,6 +5,8 @@ own work uses redis-py, like every other system's)."""
 from __future__ import annotations
 
 import sys
+import time
+from datetime import timedelta
 from importlib import metadata
 from typing import Any
 
@@ -71,7 +73,20 @@ class StreaqAdapter(driver.Adapter):
             task = await self._step.enqueue(i)
             await task.result(timeout=60)
 
-    async def serve(self, concurrency: int) -> None:
+    async def enqueue_sleepers(self, seconds: list[float], *, hold: bool) -> None:
+        for start in range(0, len(seconds), 1000):
+            tasks = [
+                self._noop.enqueue(0.0 if hold else time.time() + s).start(
+                    delay=timedelta(seconds=s)
+                )
+                for s in seconds[start : start + 1000]
+            ]
+            await self._worker.enqueue_many(tasks)
+
+    async def suspended(self) -> int:
+        return int(await self._worker.queue_size())  # delayed tasks included
+
+    async def serve(self, concurrency: int, mode: str = "") -> None:
         worker = _worker(concurrency)
         _register(worker)
         async with anyio.create_task_group() as tg:

@@ -65,7 +65,7 @@ class TaskiqAdapter(driver.Adapter):
             task = await self._step.kiq(i)
             await task.wait_result(timeout=60)
 
-    async def serve(self, concurrency: int) -> None:
+    async def serve(self, concurrency: int, mode: str = "") -> None:
         broker, _, _ = _broker()
         await broker.startup()
         await run_receiver_task(broker, max_async_tasks=concurrency)

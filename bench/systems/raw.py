@@ -2,7 +2,8 @@
 
 W1 an awaited XADD loop; W1b pipelined XADD; the worker a loop of batched
 XREADGROUP, the batch's work in one pipeline, and one batched XACK; W3 the same
-worker blocking on XREADGROUP; W4 ten awaited round trips, one per step.
+worker blocking on XREADGROUP; W4 ten awaited round trips, one per step. Events,
+sleeps and child runs (W8-W10, W4i): raw_durable.py.
 
 ``raw-jobs`` is the same loop with each job's work as its own awaited round
 trip, run concurrently (``asyncio.gather``), as a job system runs user code that
@@ -23,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bench.systems import raw_durable
 from bench.workloads import common, driver
 
 STREAM = "raw:stream"
@@ -66,8 +68,37 @@ class RawAdapter(driver.Adapter):
         for i in range(steps):
             await common.step_work(i)
 
-    async def serve(self, concurrency: int) -> None:
-        await self._serve(BATCH, self._work)
+    async def serve(self, concurrency: int, mode: str = "") -> None:
+        if mode in ("W8", "W10"):
+            await raw_durable.serve_events(concurrency)
+        elif mode == "W9":
+            await raw_durable.serve_delayed()
+        elif mode == "W4i":
+            await raw_durable.serve_chain(concurrency)
+        else:
+            await self._serve(BATCH, self._work)
+
+    # --- events and durable time: raw_durable.py ----------------------------------
+
+    has_direct = True
+
+    async def add_waiters(self, event: str, keys: list[int | None]) -> None:
+        await raw_durable.add_waiters(self._r, event, keys)
+
+    async def suspended(self) -> int:
+        return await raw_durable.suspended(self._r)
+
+    async def send_event(self, event: str, key: int | None) -> None:
+        await raw_durable.send_event(self._r, event, key)
+
+    async def send_direct(self) -> None:
+        await raw_durable.send_direct(self._r)
+
+    async def enqueue_sleepers(self, seconds: list[float], *, hold: bool) -> None:
+        await raw_durable.enqueue_sleepers(self._r, seconds, hold=hold)
+
+    async def chain_invoke(self, steps: int) -> None:
+        await raw_durable.chain_invoke(self._r, steps)
 
     @staticmethod
     async def _work(entries: list[Any]) -> None:
@@ -105,8 +136,11 @@ class RawJobsAdapter(RawAdapter):
     default_concurrency = 10  # as stackshift's worker
     has_concurrency = True
 
-    async def serve(self, concurrency: int) -> None:
-        await self._serve(concurrency, self._each)
+    async def serve(self, concurrency: int, mode: str = "") -> None:
+        if mode:  # events, sleeps, child runs: the raw loops of raw_durable.py
+            await super().serve(concurrency, mode)
+        else:
+            await self._serve(concurrency, self._each)
 
     @staticmethod
     async def _each(entries: list[Any]) -> None:

@@ -18,6 +18,7 @@ class StackshiftAdapter(driver.Adapter):
     name = "stackshift"
     module = "bench.systems.stackshift_system"
     default_concurrency = 10  # stackshift.worker.DEFAULT_CONCURRENCY
+    has_cron = True
 
     def __init__(self) -> None:
         self._app: Any = None
@@ -55,10 +56,12 @@ class StackshiftAdapter(driver.Adapter):
         handle = await self._queue.enqueue("steps", {"n": steps})
         await handle.result(timeout=60)
 
-    async def serve(self, concurrency: int) -> None:
+    async def serve(self, concurrency: int, mode: str = "") -> None:
         raise NotImplementedError("stackshift workers run through its own CLI")
 
-    def worker_argv(self, concurrency: int) -> list[str]:
+    def worker_argv(self, concurrency: int, mode: str = "") -> list[str]:
+        from bench.apps.stackshift_app import CRON_QUEUE
+
         return [
             sys.executable,
             "-m",
@@ -66,12 +69,33 @@ class StackshiftAdapter(driver.Adapter):
             "worker",
             "bench.apps.stackshift_app:app",
             "--queue",
-            driver.QUEUE,
+            CRON_QUEUE if mode == "W11" else driver.QUEUE,
             "--concurrency",
             str(concurrency),
             "--log-level",
             "warning",
         ]
+
+    # --- events and durable time ------------------------------------------------------
+
+    async def add_waiters(self, event: str, keys: list[int | None]) -> None:
+        payloads = [{"e": event, "k": k} for k in keys]
+        await self._queue.enqueue_many("waiter", payloads)
+
+    async def suspended(self) -> int:
+        stats = await self._app.store.queue_stats(driver.QUEUE)
+        return int(stats.suspended)
+
+    async def send_event(self, event: str, key: int | None) -> None:
+        await self._app.send_event(event, {} if key is None else {"k": key})
+
+    async def enqueue_sleepers(self, seconds: list[float], *, hold: bool) -> None:
+        payloads = [{"d": s, "hold": hold} for s in seconds]
+        await self._queue.enqueue_many("sleeper", payloads)
+
+    async def chain_invoke(self, steps: int) -> None:
+        handle = await self._queue.enqueue("invokes", {"n": steps})
+        await handle.result(timeout=60)
 
     def versions(self) -> dict[str, str]:
         found = {}

@@ -25,6 +25,9 @@ END = "bench:end"  # list: wall time the target was reached
 LATENCY = "bench:latency"  # list: start latency per job, ms
 STEPS = "bench:steps"  # INCR by every step (W4)
 READY = "bench:ready"  # list: one entry per worker process that is up
+STARTS = "bench:starts"  # list: wall time a resumed run's handler started (W8, W10)
+TICKS = "bench:ticks"  # hash: cron tick (ms) -> runs made of it (W11)
+TICK_LATENESS = "bench:tick-lateness"  # list: "<tick ms> <lateness ms>" (W11)
 
 _client: Any = None
 
@@ -52,10 +55,14 @@ def client() -> Any:
     return _client
 
 
-async def do_work(enqueued_at: float = 0.0) -> None:
+async def do_work(enqueued_at: float = 0.0, started: float | None = None) -> None:
     """One job's work: one pipelined round trip (plus one more for the first
-    and the last job of a cell, which mark the start and the end)."""
-    started = time.time()
+    and the last job of a cell, which mark the start and the end).
+
+    ``started``: when the handler started, if earlier than this call (a
+    resumed run replays its steps first); its latency is counted from there."""
+    if started is None:
+        started = time.time()
     r = client()
     pipe = r.pipeline(transaction=False)
     pipe.incr(DONE)
@@ -87,6 +94,28 @@ async def _mark(r: Any, counts: list[int], target: Any, started: float) -> None:
         await r.set(FIRST, repr(started))
     if target is not None and int(target) in counts:
         await r.rpush(END, repr(time.time()))
+
+
+async def note_start(started: float) -> None:
+    """A resumed run's work (W8, W10): count it and record when its handler
+    started, as wall time (the driver subtracts when it sent the event)."""
+    r = client()
+    pipe = r.pipeline(transaction=False)
+    pipe.incr(DONE)
+    pipe.get(TARGET)
+    pipe.rpush(STARTS, repr(started))
+    reply = await pipe.execute()
+    await _mark(r, [int(reply[0])], reply[1], started)
+
+
+async def note_tick(tick_ms: int, started: float) -> None:
+    """A cron tick's run (W11): count the runs of its tick, record its lateness."""
+    r = client()
+    pipe = r.pipeline(transaction=False)
+    pipe.incr(DONE)
+    pipe.hincrby(TICKS, str(tick_ms), 1)
+    pipe.rpush(TICK_LATENESS, f"{tick_ms} {started * 1000 - tick_ms:.3f}")
+    await pipe.execute()
 
 
 async def step_work(i: int) -> int:

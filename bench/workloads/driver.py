@@ -10,10 +10,12 @@ every system does the same Redis-side work and is measured the same way:
   processes and time from the first job's start to the N-th job's end, read
   from marks the jobs write (see common.py), then check the counter is exactly N;
 - W3 paces enqueues at an idle worker, W4 awaits multi-step runs one by one,
-  W7 reads Redis ``used_memory`` and the worker's RSS.
+  W7 reads Redis ``used_memory`` and the worker's RSS;
+- events and durable time (W8-W11, W4i) are in events.py.
 
 Invoked as ``python -m bench.<...>.<system> cell '<json>'`` (prints one JSON
-line) or ``... worker <concurrency>`` (a worker process for the cell).
+line) or ``... worker <concurrency> [<mode>]`` (a worker process for the cell;
+the mode is the workload's name, for systems whose worker differs by workload).
 Standard library and redis-py only.
 """
 
@@ -42,6 +44,10 @@ QUEUE = "bench"
 
 class CellError(RuntimeError):
     """A cell did not run exactly the jobs it should have."""
+
+
+class Unsupported(CellError):
+    """The system has no such feature (the cell is skipped, not failed)."""
 
 
 class Adapter(abc.ABC):
@@ -75,11 +81,44 @@ class Adapter(abc.ABC):
         """One W4 run of ``steps`` steps, awaited to its end."""
 
     @abc.abstractmethod
-    async def serve(self, concurrency: int) -> None:
-        """Run a worker in this process until the process is terminated."""
+    async def serve(self, concurrency: int, mode: str = "") -> None:
+        """Run a worker in this process until the process is terminated.
+        ``mode``: the workload it serves ("" for the plain job loop)."""
 
-    def worker_argv(self, concurrency: int) -> list[str]:
-        return [sys.executable, "-m", self.module, "worker", str(concurrency)]
+    def worker_argv(self, concurrency: int, mode: str = "") -> list[str]:
+        argv = [sys.executable, "-m", self.module, "worker", str(concurrency)]
+        return [*argv, mode] if mode else argv
+
+    # --- events and durable time (events.py); the default: not supported -------
+
+    has_direct: bool = False  # W8's one-hop floor (the raw baseline only)
+    has_cron: bool = False  # W11: one run per tick across worker processes
+
+    async def add_waiters(self, event: str, keys: list[int | None]) -> None:
+        """One run per key waiting for ``event`` (with ``k`` equal to the key;
+        None: any event of that name)."""
+        raise Unsupported(f"{self.name} has no runs that wait for an event")
+
+    async def suspended(self) -> int:
+        """Runs waiting (for an event or a time) that hold no worker."""
+        raise Unsupported(f"{self.name} has no suspended runs")
+
+    async def send_event(self, event: str, key: int | None) -> None:
+        raise Unsupported(f"{self.name} has no events")
+
+    async def send_direct(self) -> None:
+        """W8's floor: one stream entry that a blocked worker reads at once."""
+        raise Unsupported(f"{self.name} has no one-hop floor")
+
+    async def enqueue_sleepers(self, seconds: list[float], *, hold: bool) -> None:
+        """One run per duration, sleeping that long from its start (peers: a
+        job delayed that long from its enqueue), then doing ``do_work`` with
+        its due time as ``enqueued_at`` (its lateness). ``hold``: just sleep."""
+        raise Unsupported(f"{self.name} has no delayed jobs")
+
+    async def chain_invoke(self, steps: int) -> None:
+        """One W4i run: ``steps`` child jobs, one after the other, awaited."""
+        raise Unsupported(f"{self.name} has no child runs")
 
     def versions(self) -> dict[str, str]:
         return {}
@@ -91,8 +130,10 @@ class Adapter(abc.ABC):
 class Workers:
     """Worker processes of one cell, terminated (SIGTERM, then SIGKILL) at exit."""
 
-    def __init__(self, adapter: Adapter, concurrency: int, procs: int = 1) -> None:
-        self._argv = adapter.worker_argv(concurrency)
+    def __init__(
+        self, adapter: Adapter, concurrency: int, procs: int = 1, mode: str = ""
+    ) -> None:
+        self._argv = adapter.worker_argv(concurrency, mode)
         self._procs_wanted = procs
         self.procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
@@ -136,6 +177,20 @@ class Workers:
                 if line.startswith("VmRSS:"):
                     best = max(best, int(line.split()[1]))
         return best
+
+    def cpu_seconds(self) -> float:
+        """CPU time the live worker processes (all their threads) have used so
+        far: schedstat's nanoseconds on a CPU, not /proc/<pid>/stat's 10 ms
+        ticks, which cannot tell an idle second from one with 9 ms of work."""
+        total = 0
+        for proc in self.procs:
+            try:
+                tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+                for task in tasks:
+                    total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+        return total / 1e9
 
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:
@@ -286,18 +341,21 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 async def w4(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
-    """Multi-step runs awaited one by one (as many as fit in ``seconds``)."""
+    """Multi-step runs awaited one by one (as many as fit in ``seconds``);
+    with ``invoke``, each step a child run (W4i)."""
     runs = int(p["n"])
     steps = int(p.get("steps", 10))
     budget = float(p.get("seconds", 20.0))
-    with Workers(a, a.default_concurrency) as workers:
-        await a.chain(steps)  # warm-up (connections, scripts, worker ready)
+    chain = a.chain_invoke if p.get("invoke") else a.chain
+    mode = "W4i" if p.get("invoke") else ""
+    with Workers(a, a.default_concurrency, mode=mode) as workers:
+        await chain(steps)  # warm-up (connections, scripts, worker ready)
         await wait_count(r, common.STEPS, steps, workers)
         times: list[float] = []
         stop_at = time.perf_counter() + budget
         while len(times) < runs and (len(times) < 2 or time.perf_counter() < stop_at):
             began = time.perf_counter()
-            await a.chain(steps)
+            await chain(steps)
             times.append(time.perf_counter() - began)
     done = int(await r.get(common.STEPS) or 0)
     if done != steps * (len(times) + 1):
@@ -356,9 +414,9 @@ async def w7(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-WORKLOADS: dict[
-    str, Callable[[Adapter, Any, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
-] = {
+Workload = Callable[[Adapter, Any, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+
+WORKLOADS: dict[str, Workload] = {
     "W1": w1,
     "W1b": w1b,
     "W2": drain,
@@ -367,14 +425,18 @@ WORKLOADS: dict[
     "W5": drain,
     "W6": w6,
     "W7": w7,
+    "W4i": w4,
 }
 
 
 async def run_cell(a: Adapter, params: dict[str, Any]) -> dict[str, Any]:
+    from . import events  # here: events imports this module
+
+    workload = WORKLOADS.get(params["workload"]) or events.WORKLOADS[params["workload"]]
     r = aioredis.Redis.from_url(common.bench_url())
     await a.open()
     try:
-        return await WORKLOADS[params["workload"]](a, r, params)
+        return await workload(a, r, params)
     finally:
         await a.close()
         await common.close_client()
@@ -385,12 +447,15 @@ def main(adapter: Adapter, argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.<...>.<system>``."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["worker"]:
-        asyncio.run(adapter.serve(int(args[1])))
+        asyncio.run(adapter.serve(int(args[1]), args[2] if len(args) > 2 else ""))
         return 0
     if args[:1] == ["cell"]:
         params = json.loads(args[1])
         try:
             metrics = asyncio.run(run_cell(adapter, params))
+        except Unsupported as exc:
+            print(json.dumps({"skipped": str(exc)}), flush=True)
+            return 0
         except CellError as exc:
             print(json.dumps({"error": str(exc)}), flush=True)
             return 1
@@ -400,5 +465,5 @@ def main(adapter: Adapter, argv: list[str] | None = None) -> int:
     if args[:1] == ["versions"]:
         print(json.dumps(adapter.versions()))
         return 0
-    print(f"usage: python -m {adapter.module} cell JSON | worker N | versions")
+    print(f"usage: python -m {adapter.module} cell JSON | worker N [MODE] | versions")
     return 2
