@@ -4,6 +4,7 @@ its key names."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import weakref
@@ -106,6 +107,8 @@ class StoreBase:
         self._groups_made: set[str] = set()
         self._registered: set[str] = set()  # queues added to the registry
         self._registered_counters: set[str] = set()
+        self._partition_counts: dict[str, int] = {}  # queue -> partitions (1: none)
+        self._rotation = itertools.count()  # spreads runs over partitions
         self._registered_events: set[str] = set()
         self._carrying: set[str] = set()  # lanes whose start calls carry finishes
         self._clock_offset_ms: float | None = None  # server clock - ours

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from ..serialization import ChildValue, ErrorInfo, encode
+from .enqueue import EnqueueStore
 from .finish import FinishStore
 from .keys import queue_of_run
 from .records import as_str, mapped_errors
@@ -25,7 +26,7 @@ TIMER_MARGIN_MS = 50
 HANDOFF_GRACE_MS = 5_000
 
 
-class ControlStore(FinishStore):
+class ControlStore(FinishStore, EnqueueStore):
     async def cancel(self, run_id: str, reason: str = "") -> tuple[str, str]:
         """Cancel a run: ('cancelled'|'requested'|'ended'|'missing', detail).
 
@@ -51,7 +52,11 @@ class ControlStore(FinishStore):
         return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
 
     async def redrive_all(self, queue: str) -> int:
-        """Re-drive every dead letter of a queue, a batch at a time."""
+        """Re-drive every dead letter of a queue (of all its partitions)."""
+        await self.partitions(queue, register=False)
+        return sum([await self._redrive_stored(s) for s in self.stored(queue)])
+
+    async def _redrive_stored(self, queue: str) -> int:
         q = self.keys.queue(queue)
         done = 0
         while True:
@@ -66,8 +71,11 @@ class ControlStore(FinishStore):
                 return done  # what is left is not redrivable (expired records)
 
     async def release_idempotency_key(self, queue: str, key: str) -> bool:
+        stored = self.placed(
+            queue, await self.partitions(queue, register=False), by=key
+        )
         with mapped_errors("release idempotency key"):
-            return bool(await self.client.delete(self.keys.queue(queue).idem(key)))
+            return bool(await self.client.delete(self.keys.queue(stored).idem(key)))
 
     async def resume(
         self, run_id: str, step_key: str, kind: str, value: bytes, error: bytes = b""
@@ -221,8 +229,12 @@ class ControlStore(FinishStore):
         return as_str(reply[0]), int(reply[1]), int(reply[2])
 
     async def cron_state(self, queue: str, name: str) -> dict[str, str]:
+        """A cron schedule's state (last tick, missed ticks...); on a partitioned
+        queue it is kept in the partition its name picks."""
+        count = await self.partitions(queue, register=False)
+        stored = self.placed(queue, count, by=name)
         with mapped_errors("cron state"):
             raw: dict[Any, Any] = await self.client.hgetall(
-                self.keys.queue(queue).cron(name)
+                self.keys.queue(stored).cron(name)
             )
         return {as_str(k): as_str(v) for k, v in raw.items()}

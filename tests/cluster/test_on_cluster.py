@@ -308,3 +308,25 @@ async def test_a_sentinel_failover_is_followed(redis_sentinel_factory: Any) -> N
         print(f"[sentinel_failover] acknowledged={len(acknowledged)} "
               f"completed={len(acknowledged) - lost} lost_in_failover={lost}")  # fmt: skip
         assert lost <= 20
+
+
+async def test_a_partitioned_queue_spreads_over_the_masters(
+    cluster_app: Stackshift, redis_cluster: RedisClusterDeployment
+) -> None:
+    """One logical queue, six partitions: its runs live on several masters,
+    one worker serving the queue runs them all, and stats see one queue."""
+    app = cluster_app
+    spread = app.queue("spread", partitions=6)
+
+    @app.job("echo", queue="spread")
+    async def echo(ctx: JobContext[dict[str, int]]) -> int:
+        return ctx.payload["n"]
+
+    handles = await spread.enqueue_many("echo", [{"n": n} for n in range(60)])
+    owners = {redis_cluster.owner_of(f"{{spread:{n}}}").node_id for n in range(6)}
+    assert len(owners) >= 2
+    assert (await app.store.queue_stats("spread")).waiting == 60
+    async with serving(app, ["spread"], concurrency=10):
+        assert [await h.result(timeout=RESULT_TIMEOUT) for h in handles] == list(
+            range(60)
+        )
