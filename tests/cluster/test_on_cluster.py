@@ -223,7 +223,7 @@ async def test_a_master_failover_mid_load_keeps_workers_going(
                 try:
                     handle = await work.enqueue({"n": n})
                 except Exception:  # during the failover: not acknowledged
-                    await anyio.sleep(0.05)
+                    await anyio.sleep(0.05)  # sync-ok: backoff, not a wait
                     continue
                 acknowledged.append(handle.run_id)
                 n += 4
@@ -281,7 +281,7 @@ async def test_a_sentinel_failover_is_followed(redis_sentinel_factory: Any) -> N
                 try:
                     handle = await work.enqueue({"n": n})
                 except Exception:  # while no primary answers
-                    await anyio.sleep(0.05)
+                    await anyio.sleep(0.05)  # sync-ok: backoff, not a wait
                     continue
                 acknowledged.append(handle.run_id)
                 n += 1
