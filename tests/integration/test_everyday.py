@@ -321,3 +321,27 @@ async def test_a_cancelled_run_fails_its_waiter(app: Stackshift) -> None:
         await handle.result(timeout=5)
     assert failed.value.error_type == "Cancelled"
     assert await app.cancel(handle.run_id) == RunStatus.CANCELLED  # idempotent
+
+
+async def test_an_idle_worker_reports_no_run_in_flight(
+    app: Stackshift, tmp_path: Any
+) -> None:
+    """The health file counts runs, not the slots a blocking read holds."""
+    import json
+
+    from tests.support.waiting import wait_until
+
+    health = tmp_path / "health.json"
+    async with running_worker(app, ["idle-a", "idle-b"], health_file=str(health)):
+        await wait_until(health.exists, message="the health file")
+        assert json.loads(health.read_text())["running"] == 0
+
+
+async def test_inspecting_a_queue_that_does_not_exist_writes_nothing(
+    app: Stackshift,
+) -> None:
+    stats = await app.store.queue_stats("typoqueue")
+    assert (stats.waiting, stats.running, stats.dead, stats.consumers) == (0, 0, 0, 0)
+    assert [r async for r in app.runs("typoqueue")] == []
+    assert await app.dead_letters("typoqueue") == []
+    assert await app.store.client.keys(f"{app.settings.prefix}*") == []
