@@ -74,7 +74,7 @@ def yes_option(parser: argparse.ArgumentParser) -> None:
         "--yes",
         "-y",
         action="store_true",
-        help="do it without asking (needed when stdin is not a terminal)",
+        help="change many runs without asking (needed when stdin is not a terminal)",
     )
 
 

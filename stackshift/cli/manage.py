@@ -76,8 +76,6 @@ def add_parsers(sub: Any) -> None:
 def _check_retry(args: argparse.Namespace) -> str | None:
     if (args.run_id is None) == (args.all_dead is None):
         return "give a RUN_ID or --all-dead QUEUE (one of them)"
-    if args.yes and args.all_dead is None:
-        return "--yes goes with --all-dead"
     return None
 
 
@@ -88,8 +86,8 @@ def _check_cancel(args: argparse.Namespace) -> str | None:
         return "give RUN_IDs, or --queue QUEUE --status STATUS"
     if args.queue is not None and args.status is None:
         return "--queue needs --status (queued, scheduled or suspended)"
-    if args.queue is None and (args.status or args.job or args.yes):
-        return "--status, --job and --yes go with --queue"
+    if args.queue is None and (args.status or args.job):
+        return "--status and --job go with --queue"
     return None
 
 
