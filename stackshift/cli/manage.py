@@ -55,7 +55,11 @@ def add_parsers(sub: Any) -> None:
     )
     c.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     c.add_argument("--queue", help="cancel every run of this queue in --status")
-    c.add_argument("--status", choices=[s.value for s in BULK_CANCEL])
+    c.add_argument(
+        "--status",
+        choices=[s.value for s in BULK_CANCEL],
+        help="with --queue: the status of the runs to cancel",
+    )
     c.add_argument("--job", help="with --queue: only runs of this job")
     a.yes_option(c)
     a.store_options(c, "per run: run_id, status")
@@ -152,16 +156,15 @@ async def cancel(app: Stackshift, args: argparse.Namespace, out: Output) -> int:
     if args.queue is not None:
         return await _cancel_all(app, args, out)
     changes = [await _cancel_one(app, run_id) for run_id in args.run_ids]
+    failed = [change.error for change in changes if change.error is not None]
     if out.json:
-        out.records(changes)
+        out.records(changes)  # failures included, with their error
     else:
         out.lines(
             f"{change.run_id}  {_status_text(change.status)}"
             for change in changes
             if change.error is None
         )
-    failed = [change.error for change in changes if change.error is not None]
-    if not out.json:
         for error in failed:  # as one-line errors are
             print(f"stackshift: {printable(error)}", file=sys.stderr)
     return EXIT_USAGE if failed else 0  # unknown runs, or not run ids

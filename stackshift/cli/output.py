@@ -6,6 +6,7 @@ and never read as rich markup."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 EMPTY = "-"  # a table cell with nothing to show
+_HAS_RICH = importlib.util.find_spec("rich") is not None
 
 
 class Output:
@@ -28,7 +30,8 @@ class Output:
     def __init__(self, *, json: bool, stream: TextIO | None = None) -> None:
         self.json = json
         self.stream = stream or sys.stdout
-        self.terminal = not json and _isatty(self.stream)
+        # rich draws for a person at a terminal; without it, plain text there too.
+        self.terminal = not json and _isatty(self.stream) and _HAS_RICH
         self._console: Console | None = None
 
     @property
