@@ -136,8 +136,8 @@ def inspect_runs(redis_url: str, env: dict[str, str], ok: str, bad: str) -> None
     assert (
         "correlation_id  c-\\x1b[2J" in shown_text
     )  # escaped, not sent to the terminal
-    assert any(
-        line.startswith("  shout  attempt 1") and line.endswith('-> "HI"')
+    assert any(  # the step, in the timeline
+        line.startswith("  ") and line.endswith('|  shout  attempt 1  -> "HI"')
         for line in shown_text
     ), shown_text
 
