@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Any
 
 import structlog
@@ -126,46 +127,65 @@ class LibraryLogger:
             return await self._proxy.amsg(event, *args, **kw)
         return None
 
-    # Warning and above: always passed on.
+    # Warning and above: always passed on (with plain tracebacks while
+    # structlog is not configured: its default renderer, with rich installed,
+    # would print each frame's local variables, payloads and secrets included).
 
     def warning(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.warning(event, *args, **kw)
+        return self._proxy.warning(event, *args, **_plain(kw))
 
     async def awarning(self, event: str, *args: Any, **kw: Any) -> Any:
-        return await self._proxy.awarning(event, *args, **kw)
+        return await self._proxy.awarning(event, *args, **_plain(kw))
 
     def warn(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.warning(event, *args, **kw)
+        return self._proxy.warning(event, *args, **_plain(kw))
 
     async def awarn(self, event: str, *args: Any, **kw: Any) -> Any:
-        return await self._proxy.awarning(event, *args, **kw)
+        return await self._proxy.awarning(event, *args, **_plain(kw))
 
     def error(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.error(event, *args, **kw)
+        return self._proxy.error(event, *args, **_plain(kw))
 
     async def aerror(self, event: str, *args: Any, **kw: Any) -> Any:
-        return await self._proxy.aerror(event, *args, **kw)
+        return await self._proxy.aerror(event, *args, **_plain(kw))
 
     def err(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.error(event, *args, **kw)
+        return self._proxy.error(event, *args, **_plain(kw))
 
     def exception(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.exception(event, *args, **kw)
+        kw.setdefault("exc_info", True)
+        return self._proxy.error(event, *args, **_plain(kw))
 
     async def aexception(self, event: str, *args: Any, **kw: Any) -> Any:
-        return await self._proxy.aexception(event, *args, **kw)
+        kw.setdefault("exc_info", True)
+        return await self._proxy.aerror(event, *args, **_plain(kw))
 
     def critical(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.critical(event, *args, **kw)
+        return self._proxy.critical(event, *args, **_plain(kw))
 
     async def acritical(self, event: str, *args: Any, **kw: Any) -> Any:
-        return await self._proxy.acritical(event, *args, **kw)
+        return await self._proxy.acritical(event, *args, **_plain(kw))
 
     def fatal(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self._proxy.critical(event, *args, **kw)
+        return self._proxy.critical(event, *args, **_plain(kw))
 
     async def afatal(self, event: str, *args: Any, **kw: Any) -> Any:
-        return await self._proxy.acritical(event, *args, **kw)
+        return await self._proxy.acritical(event, *args, **_plain(kw))
+
+
+def _plain(kw: dict[str, Any]) -> dict[str, Any]:
+    """While structlog is not configured, an exception as plain traceback text
+    (``exception=``) instead of ``exc_info`` for its default renderer."""
+    exc_info = kw.get("exc_info")
+    if not exc_info or structlog.is_configured():
+        return kw
+    kw = dict(kw)
+    del kw["exc_info"]
+    if isinstance(exc_info, BaseException):
+        kw["exception"] = "".join(traceback.format_exception(exc_info))
+    else:
+        kw["exception"] = traceback.format_exc()
+    return kw
 
 
 def configure_logging(*, json: bool | None = None, level: str = "info") -> None:

@@ -19,8 +19,7 @@ QUEUE = "ops"
 
 
 async def served_queue(app: Stackshift) -> None:
-    """The jobs, and a queue a worker has served once (its consumer group
-    exists: see the xfail test below)."""
+    """The jobs, and a queue a worker has served once."""
     register_jobs(app)
     await app.run_until_idle([QUEUE])
 
@@ -181,11 +180,6 @@ async def test_cancel_a_queues_runs_in_a_status_asks_then_cancels_only_those(
     assert await statuses(app, [failing, later]) == ["queued", "cancelled"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store: cancel.lua reads XPENDING of a consumer group that no worker "
-    "has made yet (NOGROUP); for the lead, stackshift/store/ is not the CLI's",
-)
 async def test_cancel_a_queued_run_of_a_queue_no_worker_has_served_yet(
     app: Stackshift, redis_url: str, prefix: str
 ) -> None:
