@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import contextlib
 import importlib
@@ -21,9 +22,15 @@ from anyio.abc import TaskStatus
 from ..app import Stackshift
 from ..errors import ConfigError, StackshiftError
 from ..logs import configure_logging, get_logger
-from ..worker import DEFAULT_CONCURRENCY, DEFAULT_GRACE_PERIOD, DEFAULT_LEASE_TIMEOUT
+from ..worker import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_LEASE_TIMEOUT,
+    default_consumer_name,
+)
 from ..worker.health import check as check_health
 from ..worker.health import log_task_waits
+from ..worker.supervisor import Supervisor
 from . import args as a
 
 log = get_logger("stackshift.cli")
@@ -82,6 +89,15 @@ def worker_options(w: argparse.ArgumentParser) -> None:
         "--burst", action="store_true", help="exit once the queues are empty"
     )
     w.add_argument("--name", help="consumer name (default: HOST-PID-RANDOM)")
+    w.add_argument(
+        "--processes",
+        type=a.positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes under a supervisor that restarts a crashed "
+        "one and drains them all on SIGTERM; each gets --concurrency slots, "
+        "a name -<n>, a health file .<n> and metrics port +<n>",
+    )
     w.add_argument(
         "--health-file",
         metavar="PATH",
@@ -151,7 +167,10 @@ def run(args: argparse.Namespace, progress: Progress) -> int:
     configure_logging(
         json=None if fmt == "auto" else fmt == "json", level=args.log_level
     )
-    app = load_app(args.app)
+    app = load_app(args.app)  # a bad app is one line here, not N children's
+    if args.processes > 1:
+        progress.started = True
+        return asyncio.run(_supervise(args))
     anyio.run(_serve, app, args, progress, backend_options=_loop_options(args.loop))
     _exit_past_abandoned_threads()
     return 0
@@ -247,6 +266,37 @@ async def _serve(app: Stackshift, args: argparse.Namespace, progress: Progress) 
             progress.started = True
     finally:
         await app.close()
+
+
+async def _supervise(args: argparse.Namespace) -> int:
+    """``--processes N``: N children, each a ``stackshift worker`` with the same
+    options but its own name, health file and metrics port."""
+    given = sys.argv[1:]
+    per_child = {"--processes", "--name", "--health-file", "--metrics-port"}
+    argv: list[str] = []
+    skip = False
+    for arg in given:
+        if skip:
+            skip = False
+            continue
+        option = arg.split("=", 1)[0]
+        if option in per_child:
+            skip = "=" not in arg
+            continue
+        argv.append(arg)
+
+    def own(n: int) -> list[str]:
+        extra = ["--name", f"{args.name or default_consumer_name()}-{n}"]
+        if args.health_file:
+            extra += ["--health-file", f"{args.health_file}.{n}"]
+        if args.metrics_port:
+            extra += ["--metrics-port", str(args.metrics_port + n)]
+        return extra
+
+    supervisor = Supervisor(
+        argv, args.processes, grace_period=args.grace_period, own=own
+    )
+    return await supervisor.run()
 
 
 def _loop_options(choice: str) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from ..logs import get_logger
 
@@ -34,6 +36,19 @@ BACKOFF_CAP = 30.0
 KILL_AFTER = 10.0
 
 
+def _stop_with_parent() -> None:
+    """In a child, before it runs: on Linux, have the kernel send it SIGTERM if
+    the supervisor dies (killed with -9, say), so it drains instead of running
+    on without one."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 @dataclasses.dataclass(slots=True)
 class _Child:
     index: int
@@ -44,8 +59,8 @@ class _Child:
 
 class Supervisor:
     """Runs ``processes`` children of ``argv`` (a ``stackshift worker`` command
-    line without ``--processes``); ``name``: the consumer name they share a
-    prefix of (``<name>-<n>``), or None for each child's own default."""
+    line without ``--processes``), each with the options ``own(n)`` gives child
+    ``n`` (its consumer name, health file, metrics port)."""
 
     def __init__(
         self,
@@ -53,12 +68,12 @@ class Supervisor:
         processes: int,
         *,
         grace_period: float,
-        name: str | None = None,
+        own: Callable[[int], list[str]] = lambda n: [],
     ) -> None:
         self._argv = argv
         self._children = [_Child(i) for i in range(processes)]
         self._grace = grace_period
-        self._name = name
+        self._own = own
         self._stopping = asyncio.Event()
         self._signals = 0
 
@@ -109,15 +124,14 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), child.backoff)
 
     async def _spawn(self, child: _Child) -> asyncio.subprocess.Process:
-        argv = list(self._argv)
-        if self._name is not None:
-            argv += ["--name", f"{self._name}-{child.index}"]
+        argv = [*self._argv, *self._own(child.index)]
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "stackshift",
             *argv,
             env={**os.environ, "STACKSHIFT_WORKER_INDEX": str(child.index)},
+            preexec_fn=_stop_with_parent,
         )
         log.info("worker_process_started", index=child.index, pid=process.pid)
         return process
@@ -148,4 +162,7 @@ class Supervisor:
         await asyncio.gather(*watching, return_exceptions=True)
         statuses = [c.process.returncode for c in self._children if c.process]
         log.info("supervisor_stopped", statuses=statuses)
-        return 0 if all(s == 0 for s in statuses) and not left else 1
+        # A child still starting when the signal came dies of it: it had
+        # nothing to drain, and it stopped as asked.
+        stopped = {0, -signal.SIGTERM, -signal.SIGINT}
+        return 0 if all(s in stopped for s in statuses) and not left else 1
