@@ -257,12 +257,14 @@ def test_cron_makes_one_run_per_tick_while_workers_are_killed_and_replies_lost(
     kills = 0
     end = time.monotonic() + 10.0
     while time.monotonic() < end:
-        time.sleep(chaos.uniform(0.5, 1.5))  # chaos: the moment of the next kill
+        time.sleep(chaos.uniform(0.3, 1.2))  # chaos: the moment of the next kill
         victim = chaos.choice([w for w in workers if w.alive])
         victim.kill()
         kills += 1
         fresh = spawn()
         workers.append(fresh)
+        # Two workers live at every moment: no tick may be skipped.
+        wait_ready([fresh])
     wait_ready([w for w in workers if w.alive])
     for w in workers:
         if w.alive:

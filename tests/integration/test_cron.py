@@ -52,9 +52,6 @@ async def test_three_workers_make_exactly_one_run_per_tick(
     assert_contiguous(tick_times)
     assert all(t % SECOND == 0 for t in tick_times)
     assert all(line["missed"] == 0 for line in lines)
-    # Every worker took part in making (or running) them: no leader.
-    makers = {p.name for p in procs if p.logged("cron_tick_made")}
-    assert len(makers) >= 2, makers
     runs = await runs_of(app, run_ids)
     assert all(r.status == "completed" and r.attempt == 1 for r in runs)
     assert sorted(r.result for r in runs) == tick_times

@@ -279,7 +279,7 @@ async def test_an_event_sent_right_after_enqueue_is_matched_every_time(
         for n in range(trials):
             handle = await app.queue(QUEUE).enqueue("await-order", {"n": n})
             await app.send_event("order.placed", {"n": n, "v": n * 7})
-            assert await handle.result(timeout=5) == {"n": n, "v": n * 7}, n
+            assert await handle.result(timeout=3) == {"n": n, "v": n * 7}, n
             run = await app.get_run(handle.run_id)
             assert run is not None
             attempts[run.attempt] += 1
@@ -326,7 +326,7 @@ async def test_an_event_routed_while_the_runs_start_is_slow_is_not_lost(
         await app.send_event("order.placed", {"n": 5, "v": "five"})
         await wait_until(lambda: events_routed(app), message="the event routed")
         gate.set()
-        assert await handle.result(timeout=5) == {"n": 5, "v": "five"}
+        assert await handle.result(timeout=3) == {"n": 5, "v": "five"}
 
 
 async def test_an_event_routed_before_the_wait_is_matched_by_looking_back(
@@ -572,3 +572,99 @@ async def test_a_run_waiting_without_a_match_can_be_inspected(
         assert (wait.kind, wait.events, wait.match or {}) == ("event", ["anything"], {})
         await app.send_event("anything", {"a": 1})
         assert await handle.result(timeout=10) == {"a": 1}
+
+
+async def test_an_event_sent_from_a_job_carries_its_correlation_id(
+    app: Stackshift,
+) -> None:
+    @app.job("notify", queue=QUEUE)
+    async def notify(ctx: JobContext[Any]) -> str:
+        receipt = await ctx.step.run(
+            "send", lambda: app.send_event("user.notified", {"u": 1}, id="n-1")
+        )
+        return str(receipt)
+
+    @app.job("audit", on_event="user.notified", queue=QUEUE)
+    async def audit(ctx: JobContext[Any]) -> str:
+        return ctx.correlation_id
+
+    async with running_worker(app, [QUEUE]):
+        handle = await app.queue(QUEUE).enqueue("notify", {}, correlation_id="req-5")
+        await handle.result(timeout=10)
+
+        async def audited() -> list[Any]:
+            client = app.store.client
+            ids = await client.zrange(app.store.keys.queue(QUEUE).completed, 0, -1)
+            runs = [await app.get_run(i.decode()) for i in ids]
+            return [r for r in runs if r is not None and r.job == "audit"]
+
+        (run,) = await wait_until(audited, message="the audit run")
+    assert run.correlation_id == "req-5" and run.result == "req-5"
+
+
+STALE_WAITER_BUG = (
+    "BUG: a waiter registered with no timeout stays in the event name's index "
+    "(expiry 'inf') after its run stopped waiting there (cancelled, or resumed "
+    "by another name of a multi-name wait): the index grows without bound"
+)
+
+
+async def _waiter_members(app: Stackshift, name: str, run_id: str) -> list[float]:
+    """Expiry scores of ``run_id``'s registrations in ``name``'s waiter index."""
+    k = app.store.keys.events(name)
+    members = await app.store.client.zrange(k.expiry, 0, -1, withscores=True)
+    return [score for m, score in members if run_id in m.decode()]
+
+
+@pytest.mark.xfail(strict=True, reason=STALE_WAITER_BUG)
+@pytest.mark.parametrize("how", ["cancelled", "other-name"])
+async def test_a_waiter_that_no_longer_waits_leaves_the_index_in_time(
+    app: Stackshift, how: str
+) -> None:
+    @app.job("await-either", queue=QUEUE)
+    async def await_either(ctx: JobContext[Any]) -> Any:
+        got = await ctx.step.wait_for_event(
+            "either", event=("shipped", "lost"), match={"order": "o1"}
+        )
+        return got.name
+
+    async with running_worker(app, [QUEUE]):
+        handle = await app.queue(QUEUE).enqueue("await-either", {})
+        await wait_status(app, handle.run_id, "suspended", within=10)
+        assert await _waiter_members(app, "shipped", handle.run_id)
+        if how == "cancelled":
+            await app.cancel(handle.run_id)
+        else:
+            await app.send_event("lost", {"order": "o1"})
+            assert await handle.result(timeout=10) == "lost"
+    # Gone from the index, or at least due to leave it some day.
+    for name in ("shipped", "lost"):
+        scores = await _waiter_members(app, name, handle.run_id)
+        assert all(score != float("inf") for score in scores), (name, scores)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: subscriptions ({events}:subs) are only ever added: a job whose "
+    "on_event was removed (or that was deleted) keeps getting a run per event",
+)
+async def test_a_job_no_longer_subscribed_gets_no_more_runs(
+    redis_url: str, prefix: str
+) -> None:
+    async with Stackshift(redis_url, prefix=prefix) as old:
+
+        @old.job("legacy", on_event="order.paid", queue=QUEUE)
+        async def legacy(ctx: JobContext[Any]) -> None: ...
+
+        async with running_worker(old, [QUEUE]):
+            pass  # deployed once: it subscribed
+    async with Stackshift(redis_url, prefix=prefix) as new:
+
+        @new.job("legacy", queue=QUEUE)  # the next deploy: on_event removed
+        async def legacy_now(ctx: JobContext[Any]) -> None: ...
+
+        async with running_worker(new, [QUEUE]):
+            await new.send_event("order.paid", {"orderId": "o9"})
+            await wait_until(lambda: events_routed(new), message="routed")
+        stats = await new.store.queue_stats(QUEUE)
+        assert stats.totals.get("enqueued", 0) == 0, stats

@@ -115,7 +115,10 @@ async def test_gathered_children_run_at_the_same_time(any_app: Stackshift) -> No
     assert len(windows) == 4
     assert max(starts) < min(ends), "the children ran one after another"
     run = (await runs_of(app, [handle.run_id]))[0]
-    assert run.attempt == 2  # one suspension for all four
+    # One suspension for the four; each child's end may resume it (a replay
+    # then waits again for those still running).
+    assert run.attempt >= 2
+    assert sorted(s.step_id for s in run.steps) == ["c0", "c1", "c2", "c3"]
 
 
 async def test_a_childs_failure_fails_the_parents_step_and_replays_the_same(
