@@ -20,7 +20,13 @@ import msgspec
 
 from .config import Duration, to_ms
 from .context import Attempt, LeaseLost, State
-from .errors import InvalidNameError, JobFailed, NonRetriableError, PayloadError
+from .errors import (
+    InvalidNameError,
+    JobFailed,
+    NonRetriableError,
+    PayloadError,
+    StoreError,
+)
 from .logs import get_logger
 from .serialization import (
     ChildValue,
@@ -32,6 +38,7 @@ from .serialization import (
     step_record_decoder,
 )
 from .store.keys import check_name, derived_run_id, time_of_run
+from .store.records import confirmed
 from .suspension import Suspension
 
 R = TypeVar("R")
@@ -40,10 +47,6 @@ log = get_logger("stackshift.step")
 
 MAX_STEP_ID = 256
 MAX_MATCH_FIELDS = 16
-# A run's creation time and an event's send time come from the clocks of two
-# Redis servers on a cluster (the queue's and the events' slots): an event sent
-# this long before the run was made still counts as sent after it.
-CLOCK_SKEW_MS = 100
 
 # What each kind of step is called in errors (StepRecord.k).
 _KINDS = {"": "step.run", "sleep": "step.sleep", "event": "step.wait_for_event",
@@ -252,11 +255,33 @@ class Step:
         if record is None:
             record = step_record_decoder.decode(
                 await self._wait(
-                    Wait(key, "event", after=after, events=names, match=match)
+                    Wait(key, "event", after=after, events=names, match=match or None)
                 )
             )
             self._check_kind(key, record, "event")
+        if record.a == self._attempt.number:  # resolved in this attempt
+            await self._forget_waits(key, names, match, record)
         return _event_result(record, single=isinstance(event, str), type_=returns)
+
+    async def _forget_waits(
+        self, key: str, names: list[str], match: dict[str, Any], record: StepRecord
+    ) -> None:
+        """The wait is resolved: its registrations with the names that did not
+        resolve it leave their indexes (the event that resolved it took its own
+        out; a timeout leaves them all), so waits with no timeout do not pile
+        up there. Best effort: what is left is removed by the next matching
+        event, or expires."""
+        resolved_by = (
+            None
+            if bytes(record.v) == b"null"
+            else msgspec.json.decode(bytes(record.v), type=EventValue).name
+        )
+        others = [n for n in names if n != resolved_by]
+        if not others:
+            return
+        a = self._attempt
+        with contextlib.suppress(StoreError):
+            await a.store.unregister_wait(others, a.run_id, key, match, a.created_ms)
 
     async def _register_waits(
         self, key: str, names: list[str], match: dict[str, Any], after: int | None
@@ -264,6 +289,7 @@ class Step:
         """Register the wait with each name; the record at once if a matching
         event was sent already (the lookback)."""
         a = self._attempt
+        await self._confirmed()
         # The index forgets a waiter some time after its run's own timeout;
         # the run's timer, not this, is what ends the wait.
         expires = None if after is None else int(time.time() * 1000) + after + 60_000
@@ -275,7 +301,7 @@ class Step:
                     run_id=a.run_id,
                     step_key=key,
                     match=match,
-                    since_ms=a.created_ms - CLOCK_SKEW_MS,
+                    created_ms=a.created_ms,
                     expires_ms=expires,
                 )
                 if found is not None:
@@ -345,6 +371,7 @@ class Step:
             extra = encode({"parent": a.run_id, "parent_step": key})
             self.suspension.began()
             try:
+                await self._confirmed()
                 made = await a.enqueue_child(
                     child_queue, job, payload, child, extra, a.correlation_id
                 )
@@ -410,6 +437,14 @@ class Step:
             return found
         a.recorded[key] = record_json
         return record
+
+    async def _confirmed(self) -> None:
+        """Before anything outside the run's slot can act on the run (an event
+        resuming it, a child telling it it ended), its start must be in Redis:
+        a run started early from its entry has no record until start.lua
+        confirms it, and resume.lua leaves a run with no record alone."""
+        if not await confirmed(self._attempt.lease):
+            raise LeaseLost("start")
 
     async def _wait(self, wait: Wait) -> bytes:
         record = await self.suspension.wait(wait)

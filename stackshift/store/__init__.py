@@ -66,7 +66,7 @@ __all__ = [
 class Store(
     IntakeStore,  # and FinishStore, which it carries
     StepStore,
-    ControlStore,  # and EnqueueStore, which it uses (partitions)
+    ControlStore,  # and EventStore, EnqueueStore, which it uses
     EventStore,
     InspectStore,
 ):

@@ -6,12 +6,15 @@ cron ticks' runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import msgspec
 
-from ..serialization import ChildValue, ErrorInfo, encode
+from ..errors import StoreError
+from ..serialization import ChildValue, ErrorInfo, Wait, encode, waiting_decoder
 from .enqueue import EnqueueStore
+from .events import EventStore
 from .finish import FinishStore
 from .keys import queue_of_run
 from .records import as_str, mapped_errors
@@ -26,12 +29,13 @@ TIMER_MARGIN_MS = 50
 HANDOFF_GRACE_MS = 5_000
 
 
-class ControlStore(FinishStore, EnqueueStore):
+class ControlStore(FinishStore, EventStore, EnqueueStore):
     async def cancel(self, run_id: str, reason: str = "") -> tuple[str, str]:
         """Cancel a run: ('cancelled'|'requested'|'ended'|'missing', detail).
 
         ``detail``: the status of an ended run, '1' if a cancelled run has a
-        parent to tell (a hand-off), else ''."""
+        parent to tell (a hand-off), else ''. A run cancelled while it waited
+        for events leaves the events' indexes."""
         queue = queue_of_run(run_id)
         q = self.keys.queue(queue)
         keys, args = self._finish_shared(q, "")
@@ -41,7 +45,20 @@ class ControlStore(FinishStore, EnqueueStore):
             [*keys, q.run(run_id), q.steps(run_id), q.bucket(run_id)],
             [*args, run_id, error, q.cancel_channel],
         )
-        return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
+        outcome = as_str(reply[0])
+        if outcome == "cancelled" and len(reply) > 3 and reply[2]:
+            await self._forget_event_waits(run_id, reply[2], int(reply[3] or 0))
+        return outcome, (as_str(reply[1]) if len(reply) > 1 else "")
+
+    async def _forget_event_waits(
+        self, run_id: str, waiting: bytes, created: int
+    ) -> None:
+        for wait in _waits(waiting):
+            if wait.kind == "event" and wait.events:
+                with contextlib.suppress(StoreError):
+                    await self.unregister_wait(
+                        wait.events, run_id, wait.step, wait.match or {}, created
+                    )
 
     async def redrive(self, run_id: str) -> tuple[str, str]:
         """Put a dead-lettered run back in its queue: ('ok'|'missing'|'not_failed', status)."""
@@ -238,3 +255,10 @@ class ControlStore(FinishStore, EnqueueStore):
                 self.keys.queue(stored).cron(name)
             )
         return {as_str(k): as_str(v) for k, v in raw.items()}
+
+
+def _waits(waiting: bytes) -> list[Wait]:
+    try:
+        return waiting_decoder.decode(waiting).waits
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []

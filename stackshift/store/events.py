@@ -10,6 +10,7 @@ import hashlib
 import secrets
 from typing import Any
 
+import msgspec
 from redis.exceptions import ResponseError
 
 from ..serialization import decode, encode
@@ -41,6 +42,23 @@ class Waiter:
 
     run_id: str
     step_key: str
+
+
+# A run's creation time and an event's send time come from the clocks of two
+# Redis servers on a cluster (the queue's and the events' slots): an event sent
+# this long before the run was made still counts as sent after it.
+CLOCK_SKEW_MS = 100
+
+
+def wait_member(
+    run_id: str, step_key: str, match: dict[str, Any], created_ms: int
+) -> str:
+    """A run's wait in an event name's index: ``<digest>|<since>|<run>|<step>``,
+    the same whoever computes it (the run registering, a cancel cleaning up)."""
+    names = sorted(match)
+    values = [canonical(match[n]) for n in names]
+    since = created_ms - CLOCK_SKEW_MS
+    return f"{digest(names, values)}|{since}|{run_id}|{step_key}"
 
 
 def subscriber_run_id(event: SentEvent, job: str, queue: str) -> str:
@@ -154,12 +172,13 @@ class EventStore(StoreBase):
 
     async def route_event(
         self, event: SentEvent, shapes: tuple[str, list[str]]
-    ) -> tuple[list[Waiter], tuple[str, list[str]] | None]:
+    ) -> tuple[list[Waiter], int, tuple[str, list[str]] | None]:
         """Log the event in its name's slot and claim the waiters it resolves.
 
         ``shapes``: (version, shapes) of the name's match shapes as last seen.
-        Returns (waiters claimed, None), or ([], new shapes) when the shapes
-        changed: compute again and call again."""
+        Returns (waiters claimed, the send time of its first routing, None), or
+        ([], 0, new shapes) when the shapes changed: compute again and call
+        again."""
         k = self.keys.events(event.name)
         data = decode(event.data)
         fields = matchable(data)
@@ -194,13 +213,9 @@ class EventStore(StoreBase):
             ],
         )
         if as_str(reply[0]) == "shapes":
-            return [], (as_str(reply[1]), [as_str(x) for x in reply[2]])
-        claimed = decode(reply[1])
-        waiters = []
-        for member in claimed if isinstance(claimed, list) else ():
-            _digest, _since, run_id, step = str(member).split("|", 3)
-            waiters.append(Waiter(run_id, step))
-        return waiters, None
+            return [], 0, (as_str(reply[1]), [as_str(x) for x in reply[2]])
+        routed = decode(reply[1], _Routed)
+        return _waiters(routed.w), routed.t, None
 
     async def register_wait(
         self,
@@ -209,15 +224,16 @@ class EventStore(StoreBase):
         run_id: str,
         step_key: str,
         match: dict[str, Any],
-        since_ms: int,
+        created_ms: int,
         expires_ms: int | None,
     ) -> SentEvent | None:
         """Register a run's wait for an event of ``name``, unless one sent
-        since ``since_ms`` (within the lookback) matches: then that event."""
+        since the run was made (within the lookback) matches: then that event."""
         k = self.keys.events(name)
         names = sorted(match)
         values = [canonical(match[n]) for n in names]
-        member = f"{digest(names, values)}|{since_ms}|{run_id}|{step_key}"
+        since_ms = created_ms - CLOCK_SKEW_MS
+        member = wait_member(run_id, step_key, match, created_ms)
         pairs: list[Any] = []
         for n, v in zip(names, values, strict=True):
             pairs += [n, v]
@@ -238,6 +254,22 @@ class EventStore(StoreBase):
         return SentEvent(
             name, as_str(reply[1]), reply[2], as_str(reply[3]), int(reply[4])
         )
+
+    async def unregister_wait(
+        self, names: list[str], run_id: str, step_key: str, match: dict[str, Any],
+        created_ms: int,
+    ) -> None:  # fmt: skip
+        """Take a run's wait out of these names' indexes: it was resolved by
+        another name's event, or timed out, or its run was cancelled (a waiter
+        left there would only go when a matching event came, or never)."""
+        member = wait_member(run_id, step_key, match, created_ms)
+        for name in names:
+            k = self.keys.events(name)
+            with mapped_errors("unregister wait"):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zrem(k.index, member)
+                pipe.zrem(k.expiry, member)
+                await pipe.execute()
 
     async def events_unrouted(self) -> int:
         """Events sent and not yet routed (they leave the stream once routed)."""
@@ -266,11 +298,7 @@ class EventStore(StoreBase):
         """The waiters an event resumed (while its routed record lasts)."""
         with mapped_errors("routed"):
             raw = await self.client.get(self.keys.events(name).routed(event_id))
-        claimed = decode(raw) if raw else []
-        return [
-            Waiter(*str(member).split("|", 3)[2:])
-            for member in (claimed if isinstance(claimed, list) else [])
-        ]
+        return _waiters(decode(raw, _Routed).w) if raw else []
 
     async def event_shapes(self, name: str) -> tuple[str, list[str]]:
         with mapped_errors("event shapes"):
@@ -310,6 +338,23 @@ class EventStore(StoreBase):
             name, _, job = as_str(key).partition("\x1f")
             out.setdefault(name, []).append((job, as_str(queue)))
         return out
+
+
+class _Routed(msgspec.Struct, frozen=True):
+    """An event's routed record (event_route.lua)."""
+
+    t: int  # the send time of its first routing (ms)
+    w: list[str] | dict[str, Any] = msgspec.field(default_factory=list)
+
+
+def _waiters(claimed: list[str] | dict[str, Any]) -> list[Waiter]:
+    """The runs and steps of waiter members ('<digest>|<since>|<run>|<step>');
+    (an empty list may come back from Lua as an empty object)."""
+    out = []
+    for member in claimed if isinstance(claimed, list) else ():
+        _digest, _since, run_id, step = member.split("|", 3)
+        out.append(Waiter(run_id, step))
+    return out
 
 
 def _sent(entry_id: Any, fields: dict[bytes, bytes]) -> SentEvent:

@@ -158,7 +158,7 @@ class Worker:
         if len(crons):
             self._scheduler.add_chore(crons)
         await self._store.ensure_event_group()
-        await self._store.subscribe(self.app.registry.subscriptions())
+        await self._subscribe()
         await self._store.register(
             "crons",
             *(
@@ -284,6 +284,24 @@ class Worker:
             if self._timers == "real" and await self._store.timed_suspended(queue):
                 return False
         return True
+
+    async def _subscribe(self) -> None:
+        """Record this app's on_event jobs, and drop the subscriptions its jobs
+        no longer have (a deploy that removed an ``on_event`` name): otherwise
+        every worker's router would go on making runs for it."""
+        subs = self.app.registry.subscriptions()
+        await self._store.subscribe(subs)
+        mine = set(self.app.registry.names())
+        wanted = {(name, job) for name, jobs in subs.items() for job, _ in jobs}
+        stale = [
+            (name, job)
+            for name, jobs in (await self._store.subscriptions()).items()
+            for job, _ in jobs
+            if job in mine and (name, job) not in wanted
+        ]
+        if stale:
+            log.info("event subscriptions dropped", pairs=stale)
+        await self._store.unsubscribe(stale)
 
     async def _startup_checks(self) -> None:
         """Refuse Redis < 7; warn loudly where Redis would lose runs."""

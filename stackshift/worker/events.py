@@ -16,6 +16,7 @@ after the lease timeout and does it all again, which changes nothing twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import anyio
@@ -79,7 +80,9 @@ class EventRouter:
     async def _route_one(
         self, event: SentEvent, subs: dict[str, list[tuple[str, str]]]
     ) -> None:
-        waiters = await self._claim(event)
+        waiters, first_sent = await self._claim(event)
+        # An event routed again gets the run ids of its first routing.
+        event = dataclasses.replace(event, sent_ms=first_sent or event.sent_ms)
         made = [
             self._make_run(event, job, queue) for job, queue in subs.get(event.name, ())
         ]
@@ -93,12 +96,12 @@ class EventRouter:
             waiters_resumed=len(waiters),
         )
 
-    async def _claim(self, event: SentEvent) -> list[Waiter]:
+    async def _claim(self, event: SentEvent) -> tuple[list[Waiter], int]:
         shapes = self._shapes.get(event.name, ("0", []))
         while True:
-            waiters, newer = await self._store.route_event(event, shapes)
+            waiters, first_sent, newer = await self._store.route_event(event, shapes)
             if newer is None:
-                return waiters
+                return waiters, first_sent
             shapes = self._shapes[event.name] = newer
 
     async def _make_run(self, event: SentEvent, job: str, queue: str) -> None:

@@ -94,15 +94,7 @@ async def test_a_queued_run_is_cancelled_at_once_and_never_runs(
     "key",
     [
         None,
-        pytest.param(
-            "order-1",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: cancel.lua copies job, payload and correlation id "
-                "from the entry only for runs without a record; a queued run "
-                "with one (idempotency key, child, event-made) loses them",
-            ),
-        ),
+        "order-1",
     ],
     ids=["no-record", "with-record"],
 )
@@ -119,12 +111,6 @@ async def test_a_cancelled_queued_run_keeps_its_job_and_payload(
     assert (run.job, run.payload, run.correlation_id) == ("counted", {"x": 1}, "req-1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cancel.lua calls XPENDING on the queue's consumer group, which "
-    "no worker has made yet: cancelling a run queued before any worker served "
-    "its queue raises StoreError (NOGROUP)",
-)
 @pytest.mark.parametrize("key", [None, "order-1"], ids=["no-record", "with-record"])
 async def test_a_run_queued_before_any_worker_served_its_queue_can_be_cancelled(
     any_app: Stackshift, key: str | None
@@ -135,12 +121,6 @@ async def test_a_run_queued_before_any_worker_served_its_queue_can_be_cancelled(
     await assert_cancelled(app, handle.run_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ResultWaiter.wait (store/notify.py) knows completed and failed "
-    "only: result() of a cancelled run waits for its whole timeout (forever "
-    "without one) instead of raising JobFailed",
-)
 async def test_the_result_of_a_cancelled_run_raises_job_failed_at_once(
     any_app: Stackshift,
 ) -> None:

@@ -69,7 +69,7 @@ async def test_a_sleeping_run_is_suspended_holds_no_slot_and_wakes_on_time(
     assert 0 <= late < 0.5, late
     assert (run.status, run.attempt, run.waiting_for, run.wakes_at) == (
         "completed",
-        2,
+        1,  # a suspension is not an attempt
         [],
         None,
     )
@@ -91,23 +91,15 @@ async def test_a_sleep_is_not_slept_again_when_the_run_is_retried(
 
     async with running_worker(app, [QUEUE]):
         handle = await app.queue(QUEUE).enqueue("nap-then-fail", {})
-        assert await handle.result(timeout=15) == 3
-    # 1 slept, 2 failed after waking, 3 replayed the sleep without suspending.
-    assert attempts == [2, 3]
+        assert await handle.result(timeout=15) == 2
+    # 1 slept and failed after waking, 2 replayed the sleep without suspending.
+    assert attempts == [1, 2]
     stats = await app.store.queue_stats(QUEUE)
     assert stats.totals["suspended"] == 1
     run = (await runs_of(app, [handle.run_id]))[0]
     assert [(s.step_id, s.attempt) for s in run.steps] == [("nap", 1)]
 
 
-TIMERS_LATE_BUG = (
-    "BUG: ControlStore.fire_timers returns no next due time when nothing is due "
-    "within its horizon, so the scheduler sleeps up to 5 s (the hand-off check) "
-    "past a delay, backoff, sleep or wait timeout"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=TIMERS_LATE_BUG)
 @pytest.mark.parametrize("kind", ["delay", "backoff", "sleep", "wait-timeout"])
 async def test_timers_fire_on_time_one_after_another(
     app: Stackshift, kind: str
@@ -133,7 +125,9 @@ async def test_timers_fire_on_time_one_after_another(
             handle = await app.queue(QUEUE).enqueue("timed", {}, delay=delay)
             assert await handle.result(timeout=2) == "on time"
             took = time.monotonic() - began
-            assert 0.3 <= took < 0.8, f"{kind}: {took:.2f} s"
+            # A backoff is jittered: 50-100 % of its step.
+            least = 0.15 if kind == "backoff" else 0.3
+            assert least <= took < 0.8, f"{kind}: {took:.2f} s"
 
 
 async def test_sleep_until_a_past_time_or_for_nothing_does_not_suspend(

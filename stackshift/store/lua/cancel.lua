@@ -9,11 +9,13 @@
 -- KEYS[13] its queued-index bucket                      (all in slot {<queue>})
 -- ARGV: the 6 of _finish.lua, then ARGV[7] run id  ARGV[8] error (JSON) it is
 -- recorded with  ARGV[9] cancel channel
--- Returns {'cancelled', hand-off 0|1}, {'requested'}, {'ended', status} or
--- {'missing'}.
+-- Returns {'cancelled', hand-off 0|1, what it waited for ('' if it was not
+-- suspended), its creation ms} (the caller takes its waits out of the event
+-- indexes), {'requested'}, {'ended', status} or {'missing'}.
 local f = finish_context(0, 0)
 local run, steps, bucket, run_id = KEYS[11], KEYS[12], KEYS[13], ARGV[7]
-local state = redis.call('HMGET', run, 'status', 'entry', 'parent')
+local state = redis.call('HMGET', run, 'status', 'entry', 'parent', 'waiting',
+  'created_at')
 local status, entry = state[1], state[2]
 local field = string.sub(run_id, 11, 26)
 local indexed = false
@@ -35,8 +37,9 @@ if (status == 'queued' or status == 'running') and entry then
     redis.call('PUBLISH', ARGV[9], run_id)
     return {'requested'}
   end
-  if indexed then
-    -- Its record is in its entry until it starts: keep it, the entry goes.
+  if redis.call('HEXISTS', run, 'job') == 0 then
+    -- Its job and payload are in its entry until it starts (with no record at
+    -- all, or a record that names its key or parent): keep them, the entry goes.
     local found = redis.call('XRANGE', f.stream, entry, entry)
     local job, payload, correlation = '', 'null', nil
     for i = 1, #(found[1] and found[1][2] or {}) - 1, 2 do
@@ -47,7 +50,7 @@ if (status == 'queued' or status == 'running') and entry then
     redis.call('HSET', run, 'job', job, 'payload', payload, 'created_at',
       tonumber(string.match(entry, '^%d+')), 'entry', entry)
     if correlation then redis.call('HSET', run, 'correlation_id', correlation) end
-    redis.call('HDEL', bucket, field)
+    if indexed then redis.call('HDEL', bucket, field) end
   end
   redis.call('XDEL', f.stream, entry)
 elseif status == 'scheduled' then
@@ -64,4 +67,4 @@ if state[3] then
   handoff = 1
 end
 finish_close(f)
-return {'cancelled', handoff}
+return {'cancelled', handoff, state[4] or '', state[5] or ''}

@@ -11,8 +11,10 @@
 -- ms  ARGV[7] routed-key TTL ms  ARGV[8] number n of digests, then the digests
 -- (one per shape the event fits), then the event's top-level scalar fields as
 -- pairs of name, value (JSON) for the log.
--- Returns {'ok', claims (JSON list of waiter members)} or {'shapes', version,
--- shapes}: the caller's shapes are stale; compute the digests again.
+-- Returns {'ok', '{"t": sent ms, "w": [waiter members claimed]}'} (the first
+-- routing's: an event routed again, from the same entry or another, gets the
+-- same send time and claims), or {'shapes', version, shapes}: the caller's
+-- shapes are stale; compute the digests again.
 local log, index, expiry, shapes, routed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local done = redis.call('GET', routed)
 if done then return {'ok', done} end
@@ -52,5 +54,6 @@ for i = 9, 8 + n do
   end
 end
 local claimed = #claims > 0 and cjson.encode(claims) or '[]'
-redis.call('SET', routed, claimed, 'PX', ARGV[7])
-return {'ok', claimed}
+local record = '{"t":' .. ARGV[4] .. ',"w":' .. claimed .. '}'
+redis.call('SET', routed, record, 'PX', ARGV[7])
+return {'ok', record}
