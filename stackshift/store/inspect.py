@@ -26,7 +26,13 @@ LISTED = (
 )
 # Run ids looked at per page at most when filtering by job: a page may come
 # back short (with a cursor) rather than read a whole queue.
-SCAN_PER_PAGE = 2000
+SCAN_PER_PAGE = 5000
+# Run ids read per round trip when filtering by job: only their job names are
+# read (or taken from their stream entries), and whole runs only for matches.
+JOB_FILTER_READ = 500
+
+# (run id, the position after it, its job if the index holding it says)
+_Row = tuple[str, str, str | None]
 
 
 class InspectStore(EnqueueStore):
@@ -162,12 +168,15 @@ class InspectStore(EnqueueStore):
             at = statuses.index(RunStatus(name))
         out: list[RunInfo] = []
         scanned = 0
+        count = limit if job is None else JOB_FILTER_READ
         while at < len(statuses) and len(out) < limit and scanned < SCAN_PER_PAGE:
-            page, done = await self._page_ids(queue, statuses[at], position, limit)
+            page, done = await self._page_ids(queue, statuses[at], position, count)
             scanned += len(page)
-            valid = [run_id for run_id, _after in page if _is_run_id(run_id, queue)]
+            valid = [row[0] for row in page if _is_run_id(row[0], queue)]
+            if job is not None:
+                valid = await self._maybe_of_job(valid, job, page)
             found = dict(zip(valid, await self.get_runs(valid), strict=True))
-            for run_id, after in page:
+            for run_id, after, _job in page:
                 position = after  # the next page starts after this run
                 run = found.get(run_id)
                 if run is not None and (job is None or run.job == job):
@@ -180,9 +189,26 @@ class InspectStore(EnqueueStore):
         more = at < len(statuses)
         return out, (f"{statuses[at]}:{position}" if more else None)
 
+    async def _maybe_of_job(
+        self, run_ids: list[str], job: str, page: list[_Row]
+    ) -> list[str]:
+        """The runs of ``run_ids`` that may be of ``job``: one small read per
+        run whose stream entry did not say (a whole run is many fields)."""
+        known = {run_id: name for run_id, _after, name in page}
+        unknown = [run_id for run_id in run_ids if known.get(run_id) is None]
+        if unknown:
+            with mapped_errors("list runs"):
+                pipe = self.client.pipeline(transaction=False)
+                for run_id in unknown:
+                    pipe.hget(self.keys.queue(queue_of_run(run_id)).run(run_id), "job")
+                for run_id, name in zip(unknown, await pipe.execute(), strict=True):
+                    known[run_id] = as_str(name) if name else None
+        # No job recorded: not started yet or gone; get_runs tells which.
+        return [r for r in run_ids if known.get(r) in (job, None)]
+
     async def _page_ids(
         self, queue: str, status: RunStatus, position: str, count: int
-    ) -> tuple[list[tuple[str, str]], bool]:
+    ) -> tuple[list[_Row], bool]:
         """Up to ``count`` run ids of one status from ``position``, each with
         the position after it; and whether that status has no more."""
         q = self.keys.queue(queue)
@@ -199,12 +225,14 @@ class InspectStore(EnqueueStore):
             start = int(position or 0)
             read = self.client.zrevrange if newest_first else self.client.zrange
             ids = await read(zset, start, start + count - 1)
-        page = [(as_str(i), str(start + n + 1)) for n, i in enumerate(ids)]
+        page: list[_Row] = [
+            (as_str(i), str(start + n + 1), None) for n, i in enumerate(ids)
+        ]
         return page, len(ids) < count
 
     async def _stream_page(
         self, queue: str, status: RunStatus, position: str, count: int
-    ) -> tuple[list[tuple[str, str]], bool]:
+    ) -> tuple[list[_Row], bool]:
         """Entries of the stream newest first: those up to the group's last
         delivered id are running (acknowledged entries are deleted), those
         after it are queued."""
@@ -221,8 +249,12 @@ class InspectStore(EnqueueStore):
         else:
             low, high = "-", high or delivered
         entries = await self.client.xrevrange(stream, high, low, count=count)
-        page = [
-            (as_str(fields.get(b"r", b"")), as_str(entry_id))
+        page: list[_Row] = [
+            (
+                as_str(fields.get(b"r", b"")),
+                as_str(entry_id),
+                as_str(fields[b"j"]) if b"j" in fields else None,
+            )
             for entry_id, fields in entries
         ]
         return page, len(entries) < count

@@ -16,6 +16,7 @@ import pytest
 from stackshift import (
     JobContext,
     JobFailed,
+    RunInfo,
     RunStatus,
     Stackshift,
     StackshiftError,
@@ -214,6 +215,48 @@ async def test_runs_are_listed_newest_first_by_status_and_job(app: Stackshift) -
     assert [r.status for r in everything][-1] == RunStatus.SCHEDULED
     assert everything[-1].run_id == scheduled.run_id
     assert len(everything) == 11
+
+
+async def test_a_rare_job_is_found_among_many_runs_of_other_jobs(
+    app: Stackshift,
+) -> None:
+    """Filtering by job reads past pages of other jobs' runs (in every status,
+    with and without a record) and pages through the matches one by one."""
+
+    @app.job("common", queue="sparse")
+    async def common(ctx: JobContext[Any]) -> None: ...
+
+    @app.job("rare", queue="sparse")
+    async def rare(ctx: JobContext[Any]) -> None: ...
+
+    queue = app.queue("sparse")
+    done = [
+        await queue.enqueue("rare", {"n": n}, idempotency_key=f"d{n}") for n in range(3)
+    ]
+    await app.run_until_idle(["sparse"])
+    queued = [await queue.enqueue("rare", {}, idempotency_key="q0")]
+    await queue.enqueue_many("common", [{}] * 1200)
+    queued.append(await queue.enqueue("rare", {}))
+    await queue.enqueue_many("common", [{}] * 700)
+    queued.append(await queue.enqueue("rare", {}, idempotency_key="q2"))
+    later = await queue.enqueue("rare", {}, delay=timedelta(hours=1))
+    seen: list[RunInfo] = []
+    cursor = None
+    while True:
+        page, cursor = await app.store.list_runs(
+            "sparse", job="rare", limit=2, cursor=cursor
+        )
+        assert len(page) <= 2
+        seen += page
+        if cursor is None:
+            break
+    assert [r.run_id for r in seen[:3]] == [h.run_id for h in reversed(queued)]
+    assert seen[3].run_id == later.run_id
+    assert {r.run_id for r in seen[4:]} == {h.run_id for h in done}
+    assert [r.status for r in seen] == ["queued"] * 3 + ["scheduled"] + [
+        "completed"
+    ] * 3
+    assert all(r.job == "rare" for r in seen)
 
 
 async def test_runs_page_through_ten_thousand_runs(app: Stackshift) -> None:
