@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -15,6 +16,7 @@ from .config import Duration, to_ms
 from .context import current_correlation_id
 from .errors import PayloadError
 from .logs import get_logger
+from .observe import Producer, hooks_of, with_fields
 from .registry import Registry
 from .serialization import decode, encode
 from .store import EnqueueRequest, EnqueueResult, Store
@@ -121,6 +123,7 @@ class Queue:
         self._app = app
         self._store: Store = app.store
         self._registry: Registry = app.registry
+        self._hooks = hooks_of(app)  # traces (observe.py): hooks.producer
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -232,7 +235,11 @@ class Queue:
         )
         # No log line here: this is the web app's hot path, and an app that has
         # not configured structlog would print every enqueue.
-        res = await self._store.enqueue(self.name, req)
+        producer = self._hooks.producer
+        if producer is None:
+            res = await self._store.enqueue(self.name, req)
+        else:  # observe.py hook: traced
+            (res,) = await self._sent(producer, job, [req], self._enqueue_one)
         if self.name not in self._store.registered_queues:
             await self._store.register_queue(self.name)
         return self._handle(res.run_id, res.deduplicated, job)
@@ -286,7 +293,11 @@ class Queue:
             run_id=run_id,
             extra=extra,
         )
-        return await self._store.enqueue(self.name, req)
+        producer = self._hooks.producer
+        if producer is None:
+            return await self._store.enqueue(self.name, req)
+        (res,) = await self._sent(producer, job, [req], self._enqueue_one)  # observe.py
+        return res
 
     async def enqueue_many(
         self,
@@ -311,15 +322,56 @@ class Queue:
             )
             for p in payloads
         ]
-        handles: list[RunHandle[Any]] = []
-        for start in range(0, len(reqs), batch_size):
-            results = await self._store.enqueue_many(
-                self.name, reqs[start : start + batch_size]
+        producer = self._hooks.producer
+        if producer is None:
+            results = await self._enqueue_batches(reqs, batch_size)
+        else:  # observe.py hook: traced
+            results = await self._sent(
+                producer,
+                job,
+                reqs,
+                functools.partial(self._enqueue_batches, batch_size=batch_size),
             )
-            handles.extend(self._handle(r.run_id, r.deduplicated, job) for r in results)
+        handles = [self._handle(r.run_id, r.deduplicated, job) for r in results]
         if self.name not in self._store.registered_queues:
             await self._store.register_queue(self.name)
         return handles
+
+    async def _enqueue_batches(
+        self, reqs: list[EnqueueRequest], batch_size: int
+    ) -> list[EnqueueResult]:
+        results: list[EnqueueResult] = []
+        for start in range(0, len(reqs), batch_size):
+            results += await self._store.enqueue_many(
+                self.name, reqs[start : start + batch_size]
+            )
+        return results
+
+    async def _enqueue_one(self, reqs: list[EnqueueRequest]) -> list[EnqueueResult]:
+        return [await self._store.enqueue(self.name, reqs[0])]
+
+    async def _sent(
+        self,
+        producer: Producer,
+        job: str,
+        reqs: list[EnqueueRequest],
+        send: Callable[[list[EnqueueRequest]], Awaitable[list[EnqueueResult]]],
+    ) -> list[EnqueueResult]:
+        """Enqueue observed (traces: a send span): each run's record keeps the
+        fields the producer gives (its trace context)."""
+        sending = producer.sending(self.name, job, len(reqs))
+        if sending.fields:
+            reqs = [
+                dataclasses.replace(r, extra=with_fields(r.extra, sending.fields))
+                for r in reqs
+            ]
+        try:
+            results = await send(reqs)
+        except BaseException as exc:
+            sending.ended(None, exc)
+            raise
+        sending.ended(results, None)
+        return results
 
     def enqueue_many_sync(
         self,

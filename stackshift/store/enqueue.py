@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from . import scripts as _scripts
 from .base import StoreBase
-from .keys import QueueKeys
+from .keys import GROUP, QueueKeys, queue_of_run
 from .records import EnqueueRequest, EnqueueResult, as_str, mapped_errors
 
 # Runs per enqueue.lua call in a bulk enqueue (bounds the script's run time).
 ENQUEUE_ITEMS = 200
+
+# The record fields that keep the trace context of the enqueue that made a run
+# (W3C Trace Context), written through an enqueue's extra fields when tracing
+# is on (stackshift.tracing).
+TRACE_FIELDS = ("traceparent", "tracestate")
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class QueueGauges:
+    """A queue at one moment, for /metrics and /readyz (worker/metrics.py)."""
+
+    group: bool  # its consumer group exists
+    queued: int  # entries not yet delivered to any worker
+    running: int  # entries delivered, not yet acknowledged
+    scheduled: int
+    suspended: int
+    dead: int
+    # The entry time (server clock, ms) of the oldest run not yet delivered.
+    oldest_queued_ms: int | None
 
 
 def _shared(req: EnqueueRequest) -> tuple[str, str, int, int, bytes]:
@@ -91,3 +113,63 @@ class EnqueueStore(StoreBase):
         with mapped_errors("register queue"):
             await self.client.sadd(self.keys.queue_registry, queue)
         self._registered.add(queue)
+
+    # --- reads for stackshift.observe: /metrics, /readyz, traces ----------------
+    # (Read-only views, like inspect.py's; kept here for now.)
+
+    async def queue_gauges(self, queue: str) -> QueueGauges:
+        """Runs by state and the oldest undelivered entry of a queue: one
+        pipelined read, then, if runs are queued, one XRANGE of one entry
+        (the first after the group's last-delivered id: acknowledged entries
+        are deleted, so the stream holds running and queued entries only).
+        A queue that does not exist reads as empty (and is not created)."""
+        q = self.keys.queue(queue)
+        with mapped_errors("queue gauges"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xinfo_groups(q.stream)
+            pipe.xlen(q.stream)
+            pipe.zcard(q.delayed)
+            pipe.zcard(q.suspended)
+            pipe.zcard(q.dead)
+            groups, length, scheduled, suspended, dead = await pipe.execute(
+                raise_on_error=False
+            )
+        if isinstance(groups, ResponseError):  # no such stream (yet)
+            groups = []
+        for reply in (length, scheduled, suspended, dead):
+            if isinstance(reply, Exception):
+                with mapped_errors("queue gauges"):
+                    raise reply
+        group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
+        running = int(group["pending"]) if group else 0
+        queued = max(0, int(length) - running)
+        oldest = None
+        if queued:
+            delivered = as_str(group["last-delivered-id"]) if group else "0-0"
+            with mapped_errors("queue gauges"):
+                first = await self.client.xrange(
+                    q.stream, f"({delivered}", "+", count=1
+                )
+            if first:
+                oldest = int(as_str(first[0][0]).partition("-")[0])
+        return QueueGauges(
+            group=group is not None,
+            queued=queued,
+            running=running,
+            scheduled=int(scheduled),
+            suspended=int(suspended),
+            dead=int(dead),
+            oldest_queued_ms=oldest,
+        )
+
+    async def trace_context(self, run_id: str) -> dict[str, str]:
+        """The trace context kept on a run's record since its enqueue
+        (``TRACE_FIELDS``; empty if none was kept)."""
+        q = self.keys.queue(queue_of_run(run_id))
+        with mapped_errors("trace context"):
+            values = await self.client.hmget(q.run(run_id), *TRACE_FIELDS)
+        return {
+            name: as_str(value)
+            for name, value in zip(TRACE_FIELDS, values, strict=True)
+            if value
+        }

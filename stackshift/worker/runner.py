@@ -21,6 +21,7 @@ from ..context import (
 )
 from ..errors import JobTimeoutError, NonRetriableError, PayloadError, StoreError
 from ..logs import get_logger
+from ..observe import AttemptInfo, AttemptObserver, WorkerObserver
 from ..registry import JobSpec
 from ..serialization import ErrorInfo, decode, encode
 from ..step import Step
@@ -95,6 +96,8 @@ class Runner:
         self._leases = leases
         self._slots = slots
         self._on_retry_scheduled = on_retry_scheduled
+        # Metrics and traces (observe.py); None: off, and no work per run.
+        self.observer: WorkerObserver | None = None
 
     async def run(self, started: StartResult) -> None:
         """Run one attempt and record how it ended. Gives the run's slot back
@@ -152,7 +155,13 @@ class Runner:
             log=structlog.get_logger("stackshift.job"),
         )
         outcome = await self._attempt(attempt, started, inflight)
-        ended = await self._finish_uncancellable(inflight, outcome, job, fields)
+        ended = "runner_failed"
+        try:
+            ended = await self._finish_uncancellable(inflight, outcome, job, fields)
+        finally:
+            if inflight.observer is not None:  # observe.py hook: the attempt is over
+                failed = outcome.exc if isinstance(outcome, Failed) else None
+                inflight.observer.ended(ended, failed)
         log.info(
             "run_finished",
             outcome=ended,
@@ -165,8 +174,12 @@ class Runner:
         # Plain asyncio, not anyio scopes: this runs once per run, and redis-py
         # ties stackshift to asyncio anyway.
         try:
+            if self.observer is not None:  # observe.py hook: an attempt begins
+                # Inside this try: a stop while it reads (traces) ends the
+                # attempt as a stop during the handler would.
+                inflight.observer = await self._observe(attempt)
             spec = self._app.registry.get(attempt.job)
-            ctx = self._context(spec, attempt, started)
+            ctx = self._context(spec, attempt, started, inflight.observer)
             value = await self._call_handler(spec, ctx, inflight, attempt.number)
             return Complete(self._encode_result(value))
         except LeaseLost:
@@ -228,8 +241,27 @@ class Runner:
         self._slots.handler_done()
         return await self._finish(inflight.lease, outcome, job, fields)
 
+    async def _observe(self, attempt: Attempt) -> AttemptObserver | None:
+        assert self.observer is not None
+        lease = attempt.lease
+        return await self.observer.attempt_began(
+            AttemptInfo(
+                queue=lease.queue,
+                job=attempt.job,
+                run_id=lease.run_id,
+                number=attempt.number,
+                correlation_id=attempt.correlation_id,
+                consumer=lease.consumer,
+                confirmed=lease.ready,
+            )
+        )
+
     def _context(
-        self, spec: JobSpec, attempt: Attempt, started: StartResult
+        self,
+        spec: JobSpec,
+        attempt: Attempt,
+        started: StartResult,
+        observer: AttemptObserver | None = None,
     ) -> JobContext[Any]:
         try:
             payload = decode(started.run.get("payload", b"null"), spec.payload_type)
@@ -239,7 +271,7 @@ class Runner:
         state = State(self._store, attempt.run_id)
         return JobContext(
             payload=payload,
-            step=Step(attempt, state, max_bytes),
+            step=Step(attempt, state, max_bytes, observer),
             state=state,
             run_id=attempt.run_id,
             attempt=attempt.number,
