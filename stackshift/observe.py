@@ -16,7 +16,6 @@ over), queue.py (an enqueue, for the producer's trace context).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import weakref
 from collections.abc import Callable, Sequence
@@ -32,7 +31,9 @@ if TYPE_CHECKING:
 # the outcome of DESIGN §7 (``stackshift_runs_finished_total{outcome}``).
 # The runner's other endings are not finishes: ``handed_back`` (a shutdown
 # gave the run back to its queue), ``lease_lost`` (another worker took it
-# over), ``finish_failed`` (the write failed: the entry is reclaimed later).
+# over), ``not_started`` (started early from its entry, then refused by
+# start.lua: the run was not this worker's to run, e.g. cancelled meanwhile),
+# ``finish_failed`` (the write failed: the entry is reclaimed later).
 FINISHED = {
     "completed": "completed",
     "retry_scheduled": "retried",
@@ -45,7 +46,8 @@ FINISHED = {
 StepDone = Callable[[BaseException | None], None]
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
+# Not frozen: one is made per attempt, and a frozen one's __init__ is slower.
+@dataclasses.dataclass(slots=True)
 class AttemptInfo:
     """One attempt, as an observer sees it when it begins."""
 
@@ -55,22 +57,6 @@ class AttemptInfo:
     number: int  # from 1
     correlation_id: str
     consumer: str  # the worker's consumer name
-    # An attempt started early, from its entry alone, before start.lua said
-    # whether it may run (intake.py early_start): resolves True (it may) or
-    # False (it may not: it never really started). None: confirmed already.
-    confirmed: asyncio.Future[bool] | None = None
-
-
-def refused(info: AttemptInfo) -> bool:
-    """Whether the attempt was started early and then refused by start.lua
-    (the run was not this worker's to run): no start, no lost lease."""
-    ready = info.confirmed
-    return (
-        ready is not None
-        and ready.done()
-        and not ready.cancelled()
-        and not ready.result()
-    )
 
 
 class AttemptObserver(Protocol):
@@ -80,9 +66,10 @@ class AttemptObserver(Protocol):
         """A ``step.run`` body begins (not a replayed one); call the result
         when it ends."""
 
-    def ended(self, how: str, error: BaseException | None) -> None:
+    def ended(self, how: str, error: BaseException | None, seconds: float) -> None:
         """The attempt is over: ``how`` as the runner says it (see FINISHED),
-        ``error`` the exception of a failed attempt."""
+        ``error`` the exception of a failed attempt, ``seconds`` its duration
+        (its outcome's write included: the runner's ``run_finished`` line)."""
 
 
 class WorkerObserver(Protocol):
@@ -189,6 +176,6 @@ class _Attempts:
 
         return done
 
-    def ended(self, how: str, error: BaseException | None) -> None:
+    def ended(self, how: str, error: BaseException | None, seconds: float) -> None:
         for scope in reversed(self._scopes):
-            scope.ended(how, error)
+            scope.ended(how, error, seconds)

@@ -253,7 +253,7 @@ class _AttemptSpan:
 
         return done
 
-    def ended(self, how: str, error: BaseException | None) -> None:
+    def ended(self, how: str, error: BaseException | None, seconds: float) -> None:
         span = self._span
         span.set_attribute("stackshift.outcome", how)
         if error is not None:

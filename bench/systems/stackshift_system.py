@@ -18,6 +18,7 @@ class StackshiftAdapter(driver.Adapter):
     name = "stackshift"
     module = "bench.systems.stackshift_system"
     default_concurrency = 10  # stackshift.worker.DEFAULT_CONCURRENCY
+    app_path = "bench.apps.stackshift_app:app"  # what its workers serve
 
     def __init__(self) -> None:
         self._app: Any = None
@@ -64,7 +65,7 @@ class StackshiftAdapter(driver.Adapter):
             "-m",
             "stackshift",
             "worker",
-            "bench.apps.stackshift_app:app",
+            self.app_path,
             "--queue",
             driver.QUEUE,
             "--concurrency",

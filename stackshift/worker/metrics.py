@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 
 from ..errors import ConfigError, StoreError
 from ..logs import get_logger
-from ..observe import FINISHED, AttemptInfo, StepDone, refused
+from ..observe import FINISHED, AttemptInfo, StepDone
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -83,19 +83,38 @@ class Histogram:
 
 
 class _Series:
-    """The run metrics of one (queue, job)."""
+    """The run metrics of one (queue, job), and its job's step durations. It is
+    also what observes each attempt of that queue and job (observe.py
+    AttemptObserver): nothing is made per attempt."""
 
-    __slots__ = ("duration", "finished", "started")
+    __slots__ = ("duration", "finished", "leases_lost", "queue", "started", "steps")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, queue: str, steps: Histogram, leases_lost: dict[str, int]
+    ) -> None:
+        self.queue = queue
         self.started = 0
         self.finished = dict.fromkeys(OUTCOMES, 0)
         self.duration = Histogram()
+        self.steps = steps
+        self.leases_lost = leases_lost  # the worker's, by queue
 
-    def count_start(self, confirmed: asyncio.Future[bool]) -> None:
-        """An attempt started early counts once start.lua let it run."""
-        if not confirmed.cancelled() and confirmed.result():
-            self.started += 1
+    def step_began(self, step: str) -> StepDone:
+        began = time.monotonic()
+        steps = self.steps
+
+        def done(error: BaseException | None) -> None:
+            steps.observe(time.monotonic() - began)
+
+        return done
+
+    def ended(self, how: str, error: BaseException | None, seconds: float) -> None:
+        outcome = FINISHED.get(how)
+        if outcome is not None:
+            self.finished[outcome] += 1
+            self.duration.observe(seconds)
+        elif how == "lease_lost":
+            self.leases_lost[self.queue] = self.leases_lost.get(self.queue, 0) + 1
 
 
 class RunMetrics(Collector):
@@ -112,22 +131,28 @@ class RunMetrics(Collector):
 
     # --- observe.WorkerObserver ---------------------------------------------
 
-    async def attempt_began(self, info: AttemptInfo) -> _AttemptMetrics:
-        job = info.job if self._registered(info.job) else UNREGISTERED
-        series = self._series.get((info.queue, job))
+    async def attempt_began(self, info: AttemptInfo) -> _Series:
+        # Keyed by the job's name when it is registered, else by UNREGISTERED
+        # (which no job name can be): a run of an unknown job adds no series.
+        # An attempt started early from its entry counts at once; if start.lua
+        # then refuses it (rare: its run was cancelled meanwhile), it ends
+        # "not_started", with no finish.
+        series = self._series.get((info.queue, info.job))
         if series is None:
-            series = self._series[info.queue, job] = _Series()
-        steps = self._steps.get(job)
-        if steps is None:
-            steps = self._steps[job] = Histogram()
-        ready = info.confirmed
-        if ready is None:
-            series.started += 1
-        elif ready.done():
-            series.count_start(ready)
-        else:  # started early: it counts once start.lua lets it run
-            ready.add_done_callback(series.count_start)
-        return _AttemptMetrics(self, info, series, steps)
+            series = self._new_series(info.queue, info.job)
+        series.started += 1
+        return series
+
+    def _new_series(self, queue: str, job: str) -> _Series:
+        if not self._registered(job):
+            job = UNREGISTERED
+        series = self._series.get((queue, job))
+        if series is None:
+            steps = self._steps.get(job)
+            if steps is None:
+                steps = self._steps[job] = Histogram()
+            series = self._series[queue, job] = _Series(queue, steps, self.leases_lost)
+        return series
 
     def runs_reclaimed(self, queue: str, count: int) -> None:
         self.reclaimed[queue] = self.reclaimed.get(queue, 0) + count
@@ -195,39 +220,6 @@ class RunMetrics(Collector):
                 labels=["queue"],
             ),
         )
-
-
-class _AttemptMetrics:
-    """One attempt's metrics (observe.AttemptObserver)."""
-
-    __slots__ = ("_began", "_info", "_owner", "_series", "_steps")
-
-    def __init__(
-        self, owner: RunMetrics, info: AttemptInfo, series: _Series, steps: Histogram
-    ) -> None:
-        self._owner = owner
-        self._info = info
-        self._series = series
-        self._steps = steps
-        self._began = time.monotonic()
-
-    def step_began(self, step: str) -> StepDone:
-        began = time.monotonic()
-        steps = self._steps
-
-        def done(error: BaseException | None) -> None:
-            steps.observe(time.monotonic() - began)
-
-        return done
-
-    def ended(self, how: str, error: BaseException | None) -> None:
-        outcome = FINISHED.get(how)
-        if outcome is not None:
-            self._series.finished[outcome] += 1
-            self._series.duration.observe(time.monotonic() - self._began)
-        elif how == "lease_lost" and not refused(self._info):
-            lost = self._owner.leases_lost
-            lost[self._info.queue] = lost.get(self._info.queue, 0) + 1
 
 
 class QueueMetrics(Collector):

@@ -159,14 +159,10 @@ class Runner:
         try:
             ended = await self._finish_uncancellable(inflight, outcome, job, fields)
         finally:
+            seconds = time.monotonic() - began
             if inflight.observer is not None:  # observe.py hook: the attempt is over
-                failed = outcome.exc if isinstance(outcome, Failed) else None
-                inflight.observer.ended(ended, failed)
-        log.info(
-            "run_finished",
-            outcome=ended,
-            duration_ms=round((time.monotonic() - began) * 1000, 1),
-        )
+                self._observe_end(inflight.observer, outcome, ended, lease, seconds)
+        log.info("run_finished", outcome=ended, duration_ms=round(seconds * 1000, 1))
 
     async def _attempt(
         self, attempt: Attempt, started: StartResult, inflight: Inflight
@@ -177,7 +173,16 @@ class Runner:
             if self.observer is not None:  # observe.py hook: an attempt begins
                 # Inside this try: a stop while it reads (traces) ends the
                 # attempt as a stop during the handler would.
-                inflight.observer = await self._observe(attempt)
+                inflight.observer = await self.observer.attempt_began(
+                    AttemptInfo(
+                        attempt.queue,
+                        attempt.job,
+                        attempt.run_id,
+                        attempt.number,
+                        attempt.correlation_id,
+                        attempt.lease.consumer,
+                    )
+                )
             spec = self._app.registry.get(attempt.job)
             ctx = self._context(spec, attempt, started, inflight.observer)
             value = await self._call_handler(spec, ctx, inflight, attempt.number)
@@ -241,20 +246,20 @@ class Runner:
         self._slots.handler_done()
         return await self._finish(inflight.lease, outcome, job, fields)
 
-    async def _observe(self, attempt: Attempt) -> AttemptObserver | None:
-        assert self.observer is not None
-        lease = attempt.lease
-        return await self.observer.attempt_began(
-            AttemptInfo(
-                queue=lease.queue,
-                job=attempt.job,
-                run_id=lease.run_id,
-                number=attempt.number,
-                correlation_id=attempt.correlation_id,
-                consumer=lease.consumer,
-                confirmed=lease.ready,
-            )
-        )
+    @staticmethod
+    def _observe_end(
+        observer: AttemptObserver,
+        outcome: Outcome,
+        ended: str,
+        lease: Lease,
+        seconds: float,
+    ) -> None:
+        ready = lease.ready
+        if ended == "lease_lost" and ready is not None and ready.done():
+            if not ready.cancelled() and not ready.result():
+                ended = "not_started"  # started early, then refused by start.lua
+        failed = outcome.exc if isinstance(outcome, Failed) else None
+        observer.ended(ended, failed, seconds)
 
     def _context(
         self,
