@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from stackshift import JobContext, RunStatus, Stackshift, Worker
+from stackshift import ConfigError, JobContext, RunStatus, Stackshift, Worker
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
@@ -122,3 +122,17 @@ async def test_readyz_says_503_when_a_consumer_group_is_gone(app: Stackshift) ->
         release.set()
         # It recreates the group once it reads that queue again.
         await wait_until(lambda: answers(worker, "/readyz", 200, "ready"), timeout=20)
+
+
+async def test_a_metrics_port_that_is_taken_or_invalid_is_a_clear_error(
+    app: Stackshift,
+) -> None:
+    with pytest.raises(ConfigError, match="metrics_port must be 0 to 65535"):
+        app.worker(["p"], metrics_port=70000)
+    async with running_worker(app, ["p"], **METRICS) as first:
+        assert first.metrics_address is not None
+        taken = app.worker(
+            ["p"], metrics_port=first.metrics_address[1], metrics_host="127.0.0.1"
+        )
+        with pytest.raises(ConfigError, match="cannot serve metrics on 127.0.0.1:"):
+            await taken.run()
