@@ -332,3 +332,27 @@ async def test_a_worker_without_a_metrics_port_serves_nothing(app: Stackshift) -
     async with running_worker(app, ["n"]) as worker:
         assert worker.metrics_address is None
         assert worker.metrics_registry is None
+
+
+async def test_an_early_start_that_start_lua_refuses_is_no_lost_lease(
+    app: Stackshift,
+) -> None:
+    """A run started from its entry before start.lua confirms it, then refused
+    (here: its record and index are gone, so the entry is buried)."""
+
+    @app.job("orphan")
+    async def orphan(ctx: JobContext[Any]) -> str:
+        return "not recorded"
+
+    handle = await app.queue("o").enqueue("orphan")
+    q = app.store.keys.queue("o")
+    assert await app.store.client.hdel(*q.queued_index(handle.run_id)) == 1
+    async with running_worker(app, ["o"], **METRICS) as worker:
+        await wait_until(lambda: app.dead_letters("o"), message="a dead letter")
+        s = await settled(worker, lambda s: started(s, "o", "orphan") == 1)
+    assert value(s, "stackshift_leases_lost_total", queue="o") == 0
+    for outcome in OUTCOMES:
+        assert finished(s, "o", "orphan", outcome) == 0
+    assert (
+        value(s, "stackshift_run_duration_seconds_count", queue="o", job="orphan") == 0
+    )
