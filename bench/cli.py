@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 OWN = {
     "stackshift": "bench.systems.stackshift_system",
+    # metrics on (Worker(metrics_port=...)), for their cost: not run by default
+    "stackshift-metrics": "bench.systems.stackshift_metrics",
     "raw": "bench.systems.raw",
     "raw-jobs": "bench.systems.raw_jobs",
 }
@@ -118,7 +120,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default="stackshift,raw,raw-jobs",
-        help="own systems: stackshift,raw,raw-jobs",
+        help="own systems: " + ",".join(OWN),
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(

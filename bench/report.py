@@ -155,5 +155,6 @@ def table(records: list[dict[str, Any]]) -> str:
         _one(records, TIME),
         ratios(records),
         ratios(records, baseline="raw-jobs"),
+        ratios(records, system="stackshift-metrics", baseline="stackshift"),
     ]
     return "\n\n".join(p for p in parts if p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -16,6 +16,7 @@ from .config import Duration, to_ms
 from .context import current_correlation_id
 from .errors import ConfigError, PayloadError
 from .logs import get_logger
+from .observe import Producer, hooks_of, with_fields
 from .registry import Registry
 from .serialization import decode, encode
 from .store import EnqueueRequest, EnqueueResult, Store
@@ -144,6 +145,7 @@ class Queue:
         self._registry: Registry = app.registry
         self._declared = partitions
         self._count = 0  # partitions, once read from the registry (first enqueue)
+        self._hooks = hooks_of(app)  # traces (observe.py): hooks.producer
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -273,7 +275,12 @@ class Queue:
             req = dataclasses.replace(req, run_id=in_stored_queue(req.run_id, stored))
         # No log line here: this is the web app's hot path, and an app that has
         # not configured structlog would print every enqueue.
-        res = await self._store.enqueue(stored, req)
+        producer = self._hooks.producer
+        if producer is None:
+            res = await self._store.enqueue(stored, req)
+        else:  # observe.py hook: traced
+            send = functools.partial(self._enqueue_one, stored)
+            (res,) = await self._sent(producer, job, [req], send)
         return self._handle(res.run_id, res.deduplicated, job)
 
     def enqueue_sync(
@@ -328,7 +335,12 @@ class Queue:
             run_id=in_stored_queue(run_id, stored),
             extra=extra,
         )
-        return await self._store.enqueue(stored, req)
+        producer = self._hooks.producer
+        if producer is None:
+            return await self._store.enqueue(stored, req)
+        send = functools.partial(self._enqueue_one, stored)
+        (res,) = await self._sent(producer, job, [req], send)  # observe.py
+        return res
 
     async def enqueue_many(
         self,
@@ -354,27 +366,69 @@ class Queue:
             for p in payloads
         ]
         count = self._count or await self._partitions()
-        stored = [self._store.placed(self.name, count) for _ in range(count)]
         if count > 1:
+            stored = [self._store.placed(self.name, count) for _ in range(count)]
             reqs = [
                 dataclasses.replace(
                     r, run_id=in_stored_queue(r.run_id, stored[i % count])
                 )
                 for i, r in enumerate(reqs)
             ]
-        handles: list[RunHandle[Any]] = []
-        for start in range(0, len(reqs), batch_size):
-            batch = reqs[start : start + batch_size]
-            for n, queue in enumerate(stored):  # one call per partition
-                part = batch[n::count] if count > 1 else batch
-                results = await self._store.enqueue_many(queue, part) if part else []
-                handles.extend(
-                    self._handle(r.run_id, r.deduplicated, job) for r in results
-                )
-        if count > 1:  # back in the order the payloads were given
-            order = {req.run_id: i for i, req in enumerate(reqs)}
-            handles.sort(key=lambda h: order[h.run_id])
+        producer = self._hooks.producer
+        send = functools.partial(self._enqueue_batches, batch_size=batch_size)
+        if producer is None:
+            results = await send(reqs)
+        else:  # observe.py hook: traced
+            results = await self._sent(producer, job, reqs, send)
+        handles = [self._handle(r.run_id, r.deduplicated, job) for r in results]
         return handles
+
+    async def _enqueue_batches(
+        self, reqs: list[EnqueueRequest], batch_size: int
+    ) -> list[EnqueueResult]:
+        """``batch_size`` runs per round trip, one call per partition (each
+        request's run id says which); results in the order of ``reqs``."""
+        results: list[EnqueueResult] = []
+        for start in range(0, len(reqs), batch_size):
+            by_queue: dict[str, list[EnqueueRequest]] = {}
+            for req in reqs[start : start + batch_size]:
+                by_queue.setdefault(queue_of_run(req.run_id), []).append(req)
+            done: dict[str, EnqueueResult] = {}
+            for queue, part in by_queue.items():
+                for req, res in zip(
+                    part, await self._store.enqueue_many(queue, part), strict=True
+                ):
+                    done[req.run_id] = res
+            results += [done[req.run_id] for req in reqs[start : start + batch_size]]
+        return results
+
+    async def _enqueue_one(
+        self, stored: str, reqs: list[EnqueueRequest]
+    ) -> list[EnqueueResult]:
+        return [await self._store.enqueue(stored, reqs[0])]
+
+    async def _sent(
+        self,
+        producer: Producer,
+        job: str,
+        reqs: list[EnqueueRequest],
+        send: Callable[[list[EnqueueRequest]], Awaitable[list[EnqueueResult]]],
+    ) -> list[EnqueueResult]:
+        """Enqueue observed (traces: a send span): each run's record keeps the
+        fields the producer gives (its trace context)."""
+        sending = producer.sending(self.name, job, len(reqs))
+        if sending.fields:
+            reqs = [
+                dataclasses.replace(r, extra=with_fields(r.extra, sending.fields))
+                for r in reqs
+            ]
+        try:
+            results = await send(reqs)
+        except BaseException as exc:
+            sending.ended(None, exc)
+            raise
+        sending.ended(results, None)
+        return results
 
     def enqueue_many_sync(
         self,

@@ -28,6 +28,7 @@ from .errors import (
     StoreError,
 )
 from .logs import get_logger
+from .observe import AttemptObserver
 from .serialization import (
     ChildValue,
     EventValue,
@@ -93,10 +94,17 @@ def _decode_as(raw: bytes, type_: Any, step_key: str) -> Any:
 class Step:
     """Memoized steps of one attempt: ``ctx.step``."""
 
-    def __init__(self, attempt: Attempt, state: State, max_bytes: int) -> None:
+    def __init__(
+        self,
+        attempt: Attempt,
+        state: State,
+        max_bytes: int,
+        observer: AttemptObserver | None = None,
+    ) -> None:
         self._attempt = attempt
         self._state = state
         self._max_bytes = max_bytes
+        self._observer = observer  # metrics, traces (observe.py); None: off
         self._uses: dict[str, int] = {}
         self.suspension = Suspension(attempt)
 
@@ -157,6 +165,8 @@ class Step:
             self._state.skip_increments(record.i)
             return _decode_as(bytes(record.v), type_, key)
         self.suspension.began()
+        # observe.py hook: a step body begins (a span, a duration)
+        step_done = None if self._observer is None else self._observer.step_began(key)
         try:
             increments_before = self._state.increments
             value = await _call(fn, args, kwargs)
@@ -169,8 +179,14 @@ class Step:
             record = await self._record(
                 key, "", raw, increments=self._state.increments - increments_before
             )
+        except BaseException as exc:
+            if step_done is not None:
+                step_done(exc)
+            raise
         finally:
             self.suspension.ended()
+        if step_done is not None:
+            step_done(None)
         log.debug("step_recorded", step=key)
         # Decode the record rather than return `value`, so that code after the
         # step sees exactly what a replay would see (a tuple is a list in both).

@@ -21,8 +21,8 @@ def test_all_is_sorted_and_complete() -> None:
     assert stackshift.__all__ == sorted(stackshift.__all__)
     public = {n for n in dir(stackshift) if not n.startswith("_")}
     modules = {"app", "cli", "config", "context", "cron", "dashboard", "errors", "job",
-               "logs", "queue", "registry", "serialization", "step", "store",
-               "suspension", "sync", "worker"}  # fmt: skip
+               "logs", "observe", "queue", "registry", "serialization", "step", "store",
+               "suspension", "sync", "tracing", "worker"}  # fmt: skip
     assert public - modules == set(stackshift.__all__)
 
 

@@ -19,6 +19,7 @@ class StackshiftAdapter(driver.Adapter):
     module = "bench.systems.stackshift_system"
     default_concurrency = 10  # stackshift.worker.DEFAULT_CONCURRENCY
     has_cron = True
+    app_path = "bench.apps.stackshift_app:app"  # what its workers serve
 
     def __init__(self) -> None:
         self._app: Any = None
@@ -67,7 +68,7 @@ class StackshiftAdapter(driver.Adapter):
             "-m",
             "stackshift",
             "worker",
-            "bench.apps.stackshift_app:app",
+            self.app_path,
             "--queue",
             CRON_QUEUE if mode == "W11" else driver.QUEUE,
             "--concurrency",

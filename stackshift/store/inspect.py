@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 from ..serialization import RunInfo, RunStatus, run_info_from_hash
 from .enqueue import EnqueueStore
 from .keys import GROUP, queue_of_run
-from .records import QueueStats, as_str, mapped_errors
+from .records import TRACE_FIELDS, QueueGauges, QueueStats, as_str, mapped_errors
 
 # The order runs are listed in when no status is given: in flight first, then
 # those that wait, then those that ended.
@@ -258,6 +258,79 @@ class InspectStore(EnqueueStore):
             for entry_id, fields in entries
         ]
         return page, len(entries) < count
+
+    # --- for stackshift.observe: /metrics, /readyz, traces ---------------------
+
+    async def queue_gauges(self, queue: str) -> QueueGauges:
+        """Runs by state and the oldest undelivered entry of a queue (summed
+        over its partitions): one pipelined read per partition, then, while
+        runs are queued, an XRANGE of one entry (the first after the group's
+        last-delivered id: acknowledged entries are deleted, so the stream
+        holds running and queued entries only). A queue that does not exist
+        reads as empty (and is not created)."""
+        parts = [await self._stored_gauges(s) for s in await self._stored_of(queue)]
+        oldest = [g.oldest_queued_ms for g in parts if g.oldest_queued_ms is not None]
+        return QueueGauges(
+            group=all(g.group for g in parts),
+            queued=sum(g.queued for g in parts),
+            running=sum(g.running for g in parts),
+            scheduled=sum(g.scheduled for g in parts),
+            suspended=sum(g.suspended for g in parts),
+            dead=sum(g.dead for g in parts),
+            oldest_queued_ms=min(oldest) if oldest else None,
+        )
+
+    async def _stored_gauges(self, queue: str) -> QueueGauges:
+        q = self.keys.queue(queue)
+        with mapped_errors("queue gauges"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xinfo_groups(q.stream)
+            pipe.xlen(q.stream)
+            pipe.zcard(q.delayed)
+            pipe.zcard(q.suspended)
+            pipe.zcard(q.dead)
+            groups, length, scheduled, suspended, dead = await pipe.execute(
+                raise_on_error=False
+            )
+        if isinstance(groups, ResponseError):  # no such stream (yet)
+            groups = []
+        for reply in (length, scheduled, suspended, dead):
+            if isinstance(reply, Exception):
+                with mapped_errors("queue gauges"):
+                    raise reply
+        group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
+        running = int(group["pending"]) if group else 0
+        queued = max(0, int(length) - running)
+        oldest = None
+        if queued:
+            delivered = as_str(group["last-delivered-id"]) if group else "0-0"
+            with mapped_errors("queue gauges"):
+                first = await self.client.xrange(
+                    q.stream, f"({delivered}", "+", count=1
+                )
+            if first:
+                oldest = int(as_str(first[0][0]).partition("-")[0])
+        return QueueGauges(
+            group=group is not None,
+            queued=queued,
+            running=running,
+            scheduled=int(scheduled),
+            suspended=int(suspended),
+            dead=int(dead),
+            oldest_queued_ms=oldest,
+        )
+
+    async def trace_context(self, run_id: str) -> dict[str, str]:
+        """The trace context kept on a run's record since its enqueue
+        (``TRACE_FIELDS``; empty if none was kept)."""
+        q = self.keys.queue(queue_of_run(run_id))
+        with mapped_errors("trace context"):
+            values = await self.client.hmget(q.run(run_id), *TRACE_FIELDS)
+        return {
+            name: as_str(value)
+            for name, value in zip(TRACE_FIELDS, values, strict=True)
+            if value
+        }
 
     async def run_of_idempotency_key(self, queue: str, key: str) -> str | None:
         """The run an idempotency key made on a queue (within its TTL)."""

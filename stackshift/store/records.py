@@ -187,3 +187,23 @@ async def confirmed(lease: Lease) -> bool:
     if lease.ready.done():
         return lease.ready.result()
     return await asyncio.shield(lease.ready)
+
+
+# The record fields that keep the trace context of the enqueue that made a run
+# (W3C Trace Context), written through an enqueue's extra fields when tracing
+# is on (stackshift.tracing).
+TRACE_FIELDS = ("traceparent", "tracestate")
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class QueueGauges:
+    """A queue at one moment, for /metrics and /readyz (worker/metrics.py)."""
+
+    group: bool  # its consumer group exists
+    queued: int  # entries not yet delivered to any worker
+    running: int  # entries delivered, not yet acknowledged
+    scheduled: int
+    suspended: int
+    dead: int
+    # The entry time (server clock, ms) of the oldest run not yet delivered.
+    oldest_queued_ms: int | None

@@ -9,6 +9,7 @@ lease keeper ── renew.lua every lease_timeout/3 ─────────�
 scheduler ── timers.lua: due runs ─▶ stream; cron ticks; hand-offs left undone
 notices ── pub/sub: wake the scheduler, cancel a running run
 event router ── events stream ─▶ event_route.lua, runs of subscribed jobs, resume.lua
+metrics (metrics_port) ── /metrics, /healthz, /readyz; runs observed via observe.py
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from ..errors import ConfigError, StoreError
 from ..logs import get_logger
+from ..observe import WorkerObserver, combined, hooks_of
 from ..store import StartResult
 from ..store.keys import check_name
 from .cron import CronKeeper
@@ -38,7 +40,10 @@ from .scheduler import Scheduler
 from .slots import Slots
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from ..app import Stackshift
+    from .metrics import WorkerMetrics
 
 __all__ = ["Worker"]
 
@@ -74,6 +79,10 @@ class Worker:
             reach Redis, for orchestrator probes (``stackshift check``).
         timers: 'real'; for tests (``app.run_until_idle``), 'skip' makes
             scheduled runs and sleeps due at once, 'skip_all' also wait timeouts.
+        metrics_port: serve Prometheus metrics on ``/metrics``, and the probes
+            ``/healthz`` and ``/readyz``, on this port (0: any free one; see
+            ``metrics_address``). Needs ``stackshift[metrics]``. Default: off.
+        metrics_host: the address that server binds (default all interfaces).
     """
 
     def __init__(
@@ -88,6 +97,8 @@ class Worker:
         name: str | None = None,
         health_file: str | None = None,
         timers: str = "real",
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
     ) -> None:
         if not queues:
             raise ConfigError("a worker needs at least one queue")
@@ -129,6 +140,10 @@ class Worker:
         )
         self._redis_run_id = ""
         self._force = False
+        self._started = False  # the consumer groups exist: /readyz may say ready
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._metrics = self._make_metrics() if metrics_port is not None else None
 
     def __repr__(self) -> str:
         return f"Worker({self.consumer!r}, queues={self.queues})"
@@ -140,6 +155,40 @@ class Worker:
         if self._force:
             self._leases.cancel_all()
 
+    @property
+    def metrics_registry(self) -> CollectorRegistry | None:
+        """The registry ``/metrics`` serves (None without ``metrics_port``): an
+        app may register collectors of its own in it."""
+        return None if self._metrics is None else self._metrics.registry
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) ``/metrics`` is served on, while it is."""
+        if self._metrics is None or self._metrics.port is None:
+            return None
+        return self.metrics_host, self._metrics.port
+
+    def _make_metrics(self) -> WorkerMetrics:
+        port = self.metrics_port
+        if port is None or not 0 <= port <= 65535:
+            raise ConfigError(f"metrics_port must be 0 to 65535, not {port!r}")
+        try:
+            from .metrics import WorkerMetrics
+        except ImportError as exc:
+            raise ConfigError(
+                "metrics_port needs prometheus-client: pip install 'stackshift[metrics]'"
+            ) from exc
+        registry = self.app.registry
+        return WorkerMetrics(
+            self._store, self.queues, lambda job: registry.find(job) is not None
+        )
+
+    def _status(self) -> str:
+        """What /readyz reports: starting, running or stopping."""
+        if self._stop.is_set():
+            return "stopping"
+        return "running" if self._started else "starting"
+
     async def run(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
@@ -148,6 +197,25 @@ class Worker:
         Calls ``task_status.started()`` once the consumer groups exist, so
         ``await tg.start(worker.run)`` returns when the worker is ready.
         """
+        if self._metrics is None:
+            await self._run(task_status)
+            return
+        # From before the start-up checks to after the hand-back: /healthz
+        # answers throughout, /readyz says ready only in between.
+        assert self.metrics_port is not None
+        async with self._metrics.serving(
+            self.metrics_host, self.metrics_port, self._status
+        ):
+            await self._run(task_status)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
+        # Metrics and traces (observe.py): resolved here, so that an app may
+        # call stackshift.tracing.instrument(app) after making the worker.
+        observer = combined(
+            None if self._metrics is None else self._metrics.runs,
+            hooks_of(self.app).worker,
+        )
+        self._runner.observer = observer
         await self._startup_checks()
         for queue in self.queues:  # (registers the queue too)
             await self._store.partitions(queue, self.app.declared_partitions(queue))
@@ -182,10 +250,11 @@ class Worker:
                 runs.start_soon(self._health.run)
             async with anyio.create_task_group() as loops:
                 await loops.start(self._notices.run)
-                for lane in self._lanes():
+                for lane in self._lanes(observer):
                     loops.start_soon(self._until_done, lane.run)
                 loops.start_soon(self._scheduler.run)
                 loops.start_soon(self._router.run)
+                self._started = True
                 task_status.started()
                 await self._stop.wait()
                 loops.cancel_scope.cancel()
@@ -201,7 +270,7 @@ class Worker:
             self._health.remove()
         log.info("worker_stopped", consumer=self.consumer)
 
-    def _lanes(self) -> list[Lane]:
+    def _lanes(self, observer: WorkerObserver | None) -> list[Lane]:
         dispatcher = Dispatcher(self._store, self.consumer, self._slots, self._spawn)
         return [
             Lane(
@@ -214,6 +283,7 @@ class Worker:
                 self._queues_drained,
                 self._redis_run_id,
                 block_ms=BURST_BLOCK_MS if self.burst else BLOCK_MS,
+                observer=observer,
             )
             for queue in self._stored
         ]

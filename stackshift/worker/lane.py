@@ -15,6 +15,7 @@ import anyio
 
 from ..errors import StoreError
 from ..logs import get_logger
+from ..observe import WorkerObserver
 from ..store import Entry, Store
 from .dispatch import MAX_BATCH, Dispatcher
 from .reclaim import Reclaimer
@@ -44,6 +45,7 @@ class Lane:
         redis_run_id: str,
         *,
         block_ms: int = BLOCK_MS,
+        observer: WorkerObserver | None = None,
     ) -> None:
         self.queue = queue
         self._store = store
@@ -51,7 +53,7 @@ class Lane:
         self._slots = slots
         self._dispatcher = dispatcher
         self._reclaimer = Reclaimer(
-            store, consumer, queue, slots, dispatcher, lease_timeout
+            store, consumer, queue, slots, dispatcher, lease_timeout, observer
         )
         self._on_empty = on_empty
         self._block_ms = block_ms

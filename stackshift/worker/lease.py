@@ -10,6 +10,7 @@ import anyio
 
 from ..errors import StoreError
 from ..logs import get_logger
+from ..observe import AttemptObserver
 from ..store import Lease, Store
 
 log = get_logger("stackshift.worker")
@@ -26,6 +27,7 @@ class Inflight:
     cancelled: bool = False  # app.cancel() asked for it: it ends cancelled
     finishing: bool = False  # its outcome is being written: never cancel it now
     timed_out: bool = False  # the job's timeout cancelled its attempt
+    observer: AttemptObserver | None = None  # metrics, traces (observe.py)
 
     def time_out(self) -> None:
         """The attempt ran past the job's timeout: cancel it (unless it is

@@ -13,6 +13,7 @@ import time
 
 from ..errors import StoreError
 from ..logs import get_logger
+from ..observe import WorkerObserver
 from ..store import Store
 from .dispatch import MAX_BATCH, Dispatcher
 from .slots import Slots
@@ -31,8 +32,10 @@ class Reclaimer:
         slots: Slots,
         dispatcher: Dispatcher,
         lease_timeout: float,
+        observer: WorkerObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer  # metrics (observe.py); None: off
         self._consumer = consumer
         self._queue = queue
         self._slots = slots
@@ -82,6 +85,8 @@ class Reclaimer:
                 count=len(entries),
                 detail="their worker stopped renewing its lease (crashed or stalled)",
             )
+            if self._observer is not None:  # observe.py hook: entries taken over
+                self._observer.runs_reclaimed(queue, len(entries))
             await self._dispatcher.dispatch(entries)
         return len(entries)
 

@@ -21,6 +21,7 @@ from ..context import (
 )
 from ..errors import JobTimeoutError, NonRetriableError, PayloadError, StoreError
 from ..logs import get_logger
+from ..observe import AttemptInfo, AttemptObserver, WorkerObserver
 from ..registry import JobSpec
 from ..serialization import ErrorInfo, decode, encode
 from ..step import Step
@@ -95,6 +96,8 @@ class Runner:
         self._leases = leases
         self._slots = slots
         self._on_retry_scheduled = on_retry_scheduled
+        # Metrics and traces (observe.py); None: off, and no work per run.
+        self.observer: WorkerObserver | None = None
 
     async def run(self, started: StartResult) -> None:
         """Run one attempt and record how it ended. Gives the run's slot back
@@ -152,12 +155,14 @@ class Runner:
             log=structlog.get_logger("stackshift.job"),
         )
         outcome = await self._attempt(attempt, started, inflight)
-        ended = await self._finish_uncancellable(inflight, outcome, attempt, fields)
-        log.info(
-            "run_finished",
-            outcome=ended,
-            duration_ms=round((time.monotonic() - began) * 1000, 1),
-        )
+        ended = "runner_failed"
+        try:
+            ended = await self._finish_uncancellable(inflight, outcome, attempt, fields)
+        finally:
+            seconds = time.monotonic() - began
+            if inflight.observer is not None:  # observe.py hook: the attempt is over
+                self._observe_end(inflight.observer, outcome, ended, lease, seconds)
+        log.info("run_finished", outcome=ended, duration_ms=round(seconds * 1000, 1))
 
     async def _attempt(
         self, attempt: Attempt, started: StartResult, inflight: Inflight
@@ -165,8 +170,21 @@ class Runner:
         # Plain asyncio, not anyio scopes: this runs once per run, and redis-py
         # ties stackshift to asyncio anyway.
         try:
+            if self.observer is not None:  # observe.py hook: an attempt begins
+                # Inside this try: a stop while it reads (traces) ends the
+                # attempt as a stop during the handler would.
+                inflight.observer = await self.observer.attempt_began(
+                    AttemptInfo(
+                        attempt.queue,
+                        attempt.job,
+                        attempt.run_id,
+                        attempt.number,
+                        attempt.correlation_id,
+                        attempt.lease.consumer,
+                    )
+                )
             spec = self._app.registry.get(attempt.job)
-            ctx = self._context(spec, attempt, started)
+            ctx = self._context(spec, attempt, started, inflight.observer)
             value = await self._call_handler(spec, ctx, inflight, attempt.number)
             return Complete(self._encode_result(value))
         except LeaseLost:
@@ -232,8 +250,27 @@ class Runner:
         self._slots.handler_done()
         return await self._finish(inflight.lease, outcome, attempt, fields)
 
+    @staticmethod
+    def _observe_end(
+        observer: AttemptObserver,
+        outcome: Outcome,
+        ended: str,
+        lease: Lease,
+        seconds: float,
+    ) -> None:
+        ready = lease.ready
+        if ended == "lease_lost" and ready is not None and ready.done():
+            if not ready.cancelled() and not ready.result():
+                ended = "not_started"  # started early, then refused by start.lua
+        failed = outcome.exc if isinstance(outcome, Failed) else None
+        observer.ended(ended, failed, seconds)
+
     def _context(
-        self, spec: JobSpec, attempt: Attempt, started: StartResult
+        self,
+        spec: JobSpec,
+        attempt: Attempt,
+        started: StartResult,
+        observer: AttemptObserver | None = None,
     ) -> JobContext[Any]:
         try:
             payload = decode(started.run.get("payload", b"null"), spec.payload_type)
@@ -243,7 +280,7 @@ class Runner:
         state = State(self._store, attempt.run_id, attempt.counters)
         return JobContext(
             payload=payload,
-            step=Step(attempt, state, max_bytes),
+            step=Step(attempt, state, max_bytes, observer),
             state=state,
             run_id=attempt.run_id,
             attempt=attempt.number,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import signal
 import socket
@@ -14,7 +13,6 @@ import httpx
 import pytest
 
 from stackshift.cli import main
-from stackshift.worker import Worker
 from tests.integration.test_cli_runs import run_at_terminal
 from tests.support.processes import Workers, wait_for
 from tests.support.processes import workers as workers  # the fixture
@@ -38,10 +36,6 @@ def test_a_bad_metrics_port_is_named(capsys: pytest.CaptureFixture[str]) -> None
         assert f"argument --metrics-port: {says}" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    "metrics_port" not in inspect.signature(Worker.__init__).parameters,
-    reason="Worker(metrics_port=) is another helper's change, not merged here yet",
-)
 async def test_a_worker_with_a_metrics_port_serves_prometheus_and_health(
     workers: Workers,
 ) -> None:
