@@ -15,7 +15,7 @@ TIME_FIELDS = frozenset(
     {"created_at", "scheduled_for", "started_at", "finished_at", "wakes_at"}
 )
 # Shown in sections of their own, not as fields.
-SECTIONS = frozenset({"steps", "error", "waiting_for"})
+SECTIONS = frozenset({"steps", "error", "waiting_for", "attempts", "counters"})
 BAR_WIDTH = 24  # characters of the waterfall
 VALUE_WIDTH = 120  # a step value longer than this is cut (--json has it all)
 
@@ -35,6 +35,14 @@ def run_lines(
     lines = [
         f"{key.ljust(width)}  {_field(key, value)}" for key, value in fields.items()
     ]
+    if run.counters:
+        lines.append(f"{'counters'.ljust(width)}  {', '.join(run.counters)}")
+    lines.extend(
+        f"{'failed'.ljust(width)}  attempt {a.attempt}"
+        f"{'  ' + when(a.started_at) if a.started_at else ''}"
+        f"{'  ' + a.worker if a.worker else ''}  {a.error_type}: {a.message}"
+        for a in run.attempts
+    )
     lines.extend(
         f"{'waits for'.ljust(width)}  {wait_text(wait)}" for wait in run.waiting_for
     )

@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+
 from stackshift import JobContext, NonRetriableError, Stackshift
 from tests.integration.test_cli import STACKSHIFT, one_line_error, run_cli
 
@@ -311,3 +313,32 @@ async def test_at_a_terminal_the_tables_are_drawn_with_rich(
         "runs", QUEUE, "--url", redis_url, env=cli_env(prefix)
     )
     assert status == 0 and "━━━" in shown and "NonRetriableError" in shown
+
+
+async def test_show_lists_the_failed_attempts_and_the_counters_a_run_touched(
+    app: Stackshift, redis_url: str, prefix: str
+) -> None:
+    @app.job("flaky", queue="cli", retries=2, backoff=0.01)
+    async def flaky(ctx: JobContext[Any]) -> int:
+        await ctx.state.increment("imports:rows", 3)
+        if ctx.attempt < 3:
+            raise RuntimeError(f"try {ctx.attempt} went wrong")
+        return ctx.attempt
+
+    handle = await app.queue("cli").enqueue("flaky", {})
+    await app.run_until_idle(["cli"])
+    assert await handle.result(timeout=10) == 3
+    lines = cli(redis_url, prefix, "show", handle.run_id).splitlines()
+    failed = [line.split(None, 1)[1] for line in lines if line.startswith("failed ")]
+    assert len(failed) == 2
+    for n, line in enumerate(failed, 1):
+        assert line.startswith(f"attempt {n}  ")
+        assert line.endswith(f"RuntimeError: try {n} went wrong")
+    assert ["counters", "imports:rows"] in [line.split() for line in lines]
+    # A pipe closed early (| head) ends the command quietly.
+    head = await anyio.run_process(
+        f"{' '.join(STACKSHIFT)} show {handle.run_id} | head -1",
+        env=os.environ | cli_env(prefix) | {"STACKSHIFT_REDIS_URL": redis_url},
+        check=False,
+    )
+    assert b"Error" not in head.stderr, head.stderr

@@ -156,17 +156,6 @@ local function note_counters(run, counters)
   redis.call('HSET', run, 'counters', cjson.encode(union))
 end
 
--- A failed attempt that will be retried, in the run's attempt log (the last
--- attempt is the record itself): when it ran, where, and why it failed.
-local function log_attempt(run, err)
-  local r = redis.call('HMGET', run, 'attempt', 'started_at', 'worker', 'attempts')
-  local e = cjson.decode(err)
-  local log = r[4] and cjson.decode(r[4]) or {}
-  log[#log + 1] = {attempt = tonumber(r[1]), started_at = tonumber(r[2]),
-    worker = r[3], type = e.type, message = string.sub(tostring(e.message), 1, 500)}
-  redis.call('HSET', run, 'attempts', cjson.encode(log))
-end
-
 local function leave(f, run, steps, bucket, kind, entry, deliveries, run_id, data, num,
     counters)
   if not owns(f.stream, f.group, entry, f.consumer, deliveries) then

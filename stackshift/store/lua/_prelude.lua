@@ -39,3 +39,15 @@ local function step_record(steps, attempt, now, kind, value, err)
   if err and err ~= '' then rec = rec .. ',"e":' .. err end
   return rec .. '}'
 end
+
+-- A failed attempt that is retried (_finish.lua) or re-driven (redrive.lua),
+-- in the run's attempt log (the last attempt is the record itself): when it
+-- ran, where, and why it failed.
+local function log_attempt(run, err)
+  local r = redis.call('HMGET', run, 'attempt', 'started_at', 'worker', 'attempts')
+  local e = cjson.decode(err)
+  local log = r[4] and cjson.decode(r[4]) or {}
+  log[#log + 1] = {attempt = tonumber(r[1]), started_at = tonumber(r[2]),
+    worker = r[3], type = e.type, message = string.sub(tostring(e.message), 1, 500)}
+  redis.call('HSET', run, 'attempts', cjson.encode(log))
+end

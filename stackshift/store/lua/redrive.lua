@@ -14,6 +14,10 @@ if status ~= 'failed' then
   return {'not_failed', status}
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
+-- Its last attempt's failure joins the attempt log: the record's error is
+-- replaced by the next attempt's outcome.
+local err = redis.call('HGET', KEYS[1], 'error')
+if err then log_attempt(KEYS[1], err) end
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 local id = redis.call('XADD', KEYS[3], '*', 'r', ARGV[1])
