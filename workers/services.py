@@ -7,6 +7,8 @@ Each service prints one line saying what it did, and counts its calls in
 transient error, to show a retry resuming after its recorded steps. It starts
 from the ``FAIL_ONCE`` environment variable (comma-separated service names), e.g.
 ``FAIL_ONCE=enable_paid_plan stackshift worker workers.payments:app -q payments``.
+``FAIL_TIMES`` makes a service fail its next N calls (``enable_paid_plan=4``):
+more than a job's attempts, and its run is dead-lettered until retried.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ calls: Counter[str] = Counter()
 FAIL_ONCE: set[str] = {
     name.strip() for name in os.environ.get("FAIL_ONCE", "").split(",") if name.strip()
 }
+
+# Service name -> how many of its next calls fail (FAIL_TIMES="name=N,...").
+FAIL_TIMES: Counter[str] = Counter(
+    {
+        name.strip(): int(times)
+        for name, _, times in (
+            item.partition("=")
+            for item in os.environ.get("FAIL_TIMES", "").split(",")
+            if item.strip()
+        )
+    }
+)
 
 # The fake payment provider: payment id -> (status, customer email). A payment
 # not listed here is paid, by customer@example.com.
@@ -70,17 +84,23 @@ def reset() -> None:
     """Forget calls, pending failures and seeded data (between demo flows or tests)."""
     calls.clear()
     FAIL_ONCE.clear()
+    FAIL_TIMES.clear()
     payments.clear()
     file_rows.clear()
 
 
 def _call(service: str, name: str) -> None:
-    """Count a call of ``name``; fail it if it is in ``FAIL_ONCE``."""
+    """Count a call of ``name``; fail it if ``FAIL_ONCE`` or ``FAIL_TIMES`` says."""
     calls[name] += 1
     if name in FAIL_ONCE:
         FAIL_ONCE.discard(name)
         print(f"  [{service}] {name} failed: simulated outage (FAIL_ONCE)")
         raise ServiceUnavailableError(f"{service} is unavailable (simulated, once)")
+    if FAIL_TIMES[name] > 0:
+        FAIL_TIMES[name] -= 1
+        left = FAIL_TIMES[name]
+        print(f"  [{service}] {name} failed: simulated outage ({left} more to come)")
+        raise ServiceUnavailableError(f"{service} is unavailable (simulated)")
 
 
 # --- signup ------------------------------------------------------------------

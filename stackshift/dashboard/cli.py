@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         dest="queues",
         metavar="QUEUE",
-        help="a queue to show; repeat for more (default: default)",
+        help="a queue to show; repeat for more (default: every queue used so far)",
     )
     parser.add_argument(
         "--host",
@@ -84,7 +84,7 @@ async def serve(args: argparse.Namespace) -> None:
             app,
             host=args.host,
             port=args.port,
-            queues=args.queues or ["default"],
+            queues=args.queues or None,  # None: every queue in the registry
             title=args.title,
             refresh_seconds=args.refresh,
             log_level=args.log_level,

@@ -73,3 +73,34 @@ async def test_it_serves_the_queues_page_and_stops_cleanly_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_without_queue_options_it_shows_every_queue_used_so_far(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    from stackshift import Stackshift
+
+    async with Stackshift(redis_url, prefix=prefix) as app:
+        await app.queue("payments").enqueue("provision", {})
+        await app.queue("emails").enqueue("send", {})
+    port = _free_port()
+    log = tmp_path / "dashboard.log"
+    proc = _start(log, "--url", redis_url, "--prefix", prefix, "--port", str(port))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as web:
+
+            async def page() -> httpx.Response | None:
+                try:
+                    return await web.get("/runs?queue=payments")
+                except httpx.TransportError:
+                    assert proc.poll() is None, log.read_text()
+                    return None
+
+            answer = await wait_for(page, within=30, message="the dashboard")
+            assert answer.status_code == 200, answer.text
+            queues = (await web.get("/")).text
+        assert 'data-queue="payments"' in queues and 'data-queue="emails"' in queues
+        assert 'data-queue="default"' not in queues
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
