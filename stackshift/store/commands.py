@@ -188,12 +188,26 @@ class ClusterCommands(ClientCommands):
                 failures = await _backoff(failures, exc)
 
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """A pipeline grouped by node. A node that fails answers its commands
+        with the error in place (the others' replies stand): those commands
+        alone are sent again, so that a checkpoint or a finish caught by a
+        failover waits for the promotion instead of failing its attempt."""
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
         failures = 0
         while True:
             try:
-                return await super().execute_many(commands)
+                got = await super().execute_many([commands[i] for i in todo])
             except _FAILOVER as exc:
                 failures = await _backoff(failures, exc)
+                continue
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+            failed = [i for i in todo if isinstance(replies[i], _FAILOVER)]
+            if not failed or failures >= FAILOVER_RETRIES:
+                return replies
+            failures = await _backoff(failures, replies[failed[0]])
+            todo = failed
 
     async def load(self, sources: list[str]) -> None:
         """SCRIPT LOAD on every primary: a script call goes to any of them, and a

@@ -234,6 +234,11 @@ async def test_a_master_failover_mid_load_keeps_workers_going(
                     tg.start_soon(produce, first)
                 await wait_until(lambda: len(acknowledged) >= 200, timeout=30)
                 victim = cluster.owner_of("{load}")
+                # Its replica is streaming (it has acknowledged every write up
+                # to now), not in a full resync: what the kill then loses is
+                # the asynchronous window, which is what we measure.
+                synced = await anyio.to_thread.run_sync(victim.query, "WAIT", 1, 5000)
+                assert synced >= 1, "the replica never caught up"
                 victim.kill()
                 await cluster.wait_for_failover(victim)
                 ahead = len(acknowledged) + 400
@@ -290,6 +295,12 @@ async def test_a_sentinel_failover_is_followed(redis_sentinel_factory: Any) -> N
             async with anyio.create_task_group() as tg:
                 tg.start_soon(produce)
                 await wait_until(lambda: len(acknowledged) >= 200, timeout=30)
+                # The replica is streaming, not in a full resync (see above).
+                with deployment.master().client() as primary:
+                    synced = await anyio.to_thread.run_sync(
+                        primary.execute_command, "WAIT", 1, 5000
+                    )
+                assert synced >= 1, "the replica never caught up"
                 old = deployment.kill_master()
                 await deployment.wait_for_failover(old)
                 ahead = len(acknowledged) + 300
