@@ -3,6 +3,7 @@ dashboard. Nothing here writes to Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -262,62 +263,26 @@ class InspectStore(EnqueueStore):
     # --- for stackshift.observe: /metrics, /readyz, traces ---------------------
 
     async def queue_gauges(self, queue: str) -> QueueGauges:
-        """Runs by state and the oldest undelivered entry of a queue (summed
-        over its partitions): one pipelined read per partition, then, while
-        runs are queued, an XRANGE of one entry (the first after the group's
-        last-delivered id: acknowledged entries are deleted, so the stream
-        holds running and queued entries only). A queue that does not exist
-        reads as empty (and is not created)."""
-        parts = [await self._stored_gauges(s) for s in await self._stored_of(queue)]
-        oldest = [g.oldest_queued_ms for g in parts if g.oldest_queued_ms is not None]
+        """Runs by state and the oldest undelivered entry of a queue (over its
+        partitions): ``queue_stats``'s one pipelined read per partition, then,
+        while runs are queued, an XRANGE of one entry. A queue that does not
+        exist reads as empty (and is not created)."""
+        parts = [await self._stored_read(s) for s in await self._stored_of(queue)]
+        stats = _summed(queue, [part.stats for part in parts])
+        oldest = [
+            await self._first_after(part.stats.queue, part.delivered)
+            for part in parts
+            if part.stats.waiting
+        ]
+        found = [ms for ms in oldest if ms is not None]
         return QueueGauges(
-            group=all(g.group for g in parts),
-            queued=sum(g.queued for g in parts),
-            running=sum(g.running for g in parts),
-            scheduled=sum(g.scheduled for g in parts),
-            suspended=sum(g.suspended for g in parts),
-            dead=sum(g.dead for g in parts),
-            oldest_queued_ms=min(oldest) if oldest else None,
-        )
-
-    async def _stored_gauges(self, queue: str) -> QueueGauges:
-        q = self.keys.queue(queue)
-        with mapped_errors("queue gauges"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.xinfo_groups(q.stream)
-            pipe.xlen(q.stream)
-            pipe.zcard(q.delayed)
-            pipe.zcard(q.suspended)
-            pipe.zcard(q.dead)
-            groups, length, scheduled, suspended, dead = await pipe.execute(
-                raise_on_error=False
-            )
-        if isinstance(groups, ResponseError):  # no such stream (yet)
-            groups = []
-        for reply in (length, scheduled, suspended, dead):
-            if isinstance(reply, Exception):
-                with mapped_errors("queue gauges"):
-                    raise reply
-        group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
-        running = int(group["pending"]) if group else 0
-        queued = max(0, int(length) - running)
-        oldest = None
-        if queued:
-            delivered = as_str(group["last-delivered-id"]) if group else "0-0"
-            with mapped_errors("queue gauges"):
-                first = await self.client.xrange(
-                    q.stream, f"({delivered}", "+", count=1
-                )
-            if first:
-                oldest = int(as_str(first[0][0]).partition("-")[0])
-        return QueueGauges(
-            group=group is not None,
-            queued=queued,
-            running=running,
-            scheduled=int(scheduled),
-            suspended=int(suspended),
-            dead=int(dead),
-            oldest_queued_ms=oldest,
+            group=all(part.group for part in parts),
+            queued=stats.waiting,
+            running=stats.running,
+            scheduled=stats.scheduled,
+            suspended=stats.suspended,
+            dead=stats.dead,
+            oldest_queued_ms=min(found) if found else None,
         )
 
     async def trace_context(self, run_id: str) -> dict[str, str]:
@@ -403,9 +368,17 @@ class InspectStore(EnqueueStore):
                 groups = await self.client.xinfo_groups(stream)
             except ResponseError:
                 return None
-            group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
-            after = as_str(group["last-delivered-id"]) if group else "0-0"
-            first = await self.client.xrange(stream, f"({after}", "+", count=1)
+        group = next((g for g in groups if as_str(g["name"]) == GROUP), None)
+        return await self._first_after(
+            queue, as_str(group["last-delivered-id"]) if group else "0-0"
+        )
+
+    async def _first_after(self, queue: str, delivered: str) -> int | None:
+        """The entry time (server clock, ms) of the first entry after
+        ``delivered``: the oldest run not yet delivered to any worker."""
+        stream = self.keys.queue(queue).stream
+        with mapped_errors("oldest queued"):
+            first = await self.client.xrange(stream, f"({delivered}", "+", count=1)
         return int(as_str(first[0][0]).partition("-")[0]) if first else None
 
     async def runs_of_correlation_id(
@@ -447,25 +420,12 @@ class InspectStore(EnqueueStore):
         its partitions). A queue that does not exist reads as empty (and is
         not created)."""
         stored = await self._stored_of(queue)
-        if len(stored) == 1:
-            return await self._stored_stats(queue)
-        parts = [await self._stored_stats(s) for s in stored]
-        totals: dict[str, int] = {}
-        for part in parts:
-            for name, n in part.totals.items():
-                totals[name] = totals.get(name, 0) + n
-        return QueueStats(
-            queue=queue,
-            waiting=sum(p.waiting for p in parts),
-            running=sum(p.running for p in parts),
-            scheduled=sum(p.scheduled for p in parts),
-            dead=sum(p.dead for p in parts),
-            consumers=max(p.consumers for p in parts),
-            totals=totals,
-            suspended=sum(p.suspended for p in parts),
-        )
+        parts = [(await self._stored_read(s)).stats for s in stored]
+        return parts[0] if len(parts) == 1 else _summed(queue, parts)
 
-    async def _stored_stats(self, queue: str) -> QueueStats:
+    async def _stored_read(self, queue: str) -> _StoredRead:
+        """One pipelined read of a queue as stored: its stream's group, sets
+        and totals."""
         q = self.keys.queue(queue)
         with mapped_errors("queue stats"):
             pipe = self.client.pipeline(transaction=False)
@@ -485,17 +445,43 @@ class InspectStore(EnqueueStore):
                     raise reply
         group: Any = next((g for g in groups if as_str(g["name"]) == GROUP), None)
         running = int(group["pending"]) if group else 0
-        consumers = int(group["consumers"]) if group else 0
-        return QueueStats(
+        stats = QueueStats(
             queue=queue,
             waiting=max(0, int(length) - running),  # acked entries are deleted
             running=running,
             scheduled=int(scheduled),
             dead=int(dead),
-            consumers=consumers,
+            consumers=int(group["consumers"]) if group else 0,
             totals={as_str(k): int(v) for k, v in totals.items()},
             suspended=int(suspended),
         )
+        delivered = as_str(group["last-delivered-id"]) if group else "0-0"
+        return _StoredRead(stats, group is not None, delivered)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _StoredRead:
+    stats: QueueStats
+    group: bool  # the consumer group exists
+    delivered: str  # its last-delivered entry id ("0-0" without a group)
+
+
+def _summed(queue: str, parts: list[QueueStats]) -> QueueStats:
+    """The partitions of a queue, as one queue."""
+    totals: dict[str, int] = {}
+    for part in parts:
+        for name, n in part.totals.items():
+            totals[name] = totals.get(name, 0) + n
+    return QueueStats(
+        queue=queue,
+        waiting=sum(p.waiting for p in parts),
+        running=sum(p.running for p in parts),
+        scheduled=sum(p.scheduled for p in parts),
+        dead=sum(p.dead for p in parts),
+        consumers=max(p.consumers for p in parts),
+        totals=totals,
+        suspended=sum(p.suspended for p in parts),
+    )
 
 
 def _fill_from_entry(fields: dict[str, str], carried: dict[str, str]) -> None:
