@@ -24,11 +24,14 @@ class BenchRedis:
     The shared Redis at 6379 is never used: teammates run tests on it.
     """
 
-    def __init__(self, binary: str = "redis-server") -> None:
+    def __init__(
+        self, binary: str = "redis-server", args: tuple[str, ...] = ()
+    ) -> None:
         found = shutil.which(binary)
         if found is None:
             raise SystemExit(f"{binary} not found (make redis installs it)")
         self.binary = found
+        self._args = args  # more redis-server options (W12: an AOF)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.version = ""
@@ -41,7 +44,7 @@ class BenchRedis:
         self._proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(workdir),
-             "--logfile", str(workdir / "redis.log")],
+             "--logfile", str(workdir / "redis.log"), *self._args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self._client = redis.Redis(port=self.port, socket_timeout=5)
