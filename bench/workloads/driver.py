@@ -446,11 +446,22 @@ async def run_cell(a: Adapter, params: dict[str, Any]) -> dict[str, Any]:
         await r.aclose()
 
 
+def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run; on uvloop with ``$BENCH_LOOP=uvloop`` (bench.profile's
+    comparisons: stackshift's worker picks uvloop itself when installed)."""
+    if os.environ.get("BENCH_LOOP") == "uvloop":
+        import uvloop  # the project's venv only
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
+
+
 def main(adapter: Adapter, argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.<...>.<system>``."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["worker"]:
-        asyncio.run(adapter.serve(int(args[1]), args[2] if len(args) > 2 else ""))
+        _run_loop(adapter.serve(int(args[1]), args[2] if len(args) > 2 else ""))
         return 0
     if args[:1] == ["cell"]:
         params = json.loads(args[1])
