@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .config import Duration, Settings, prefix_from_env, to_seconds, url_from_env
 from .context import JobContext, State
 from .cron import CronSchedule
-from .errors import PayloadError, StackshiftError
+from .errors import ConfigError, PayloadError, StackshiftError
 from .job import Job
 from .queue import (
     Queue,
@@ -109,12 +109,30 @@ class Stackshift:
 
     # --- enqueue and inspect ------------------------------------------------
 
-    def queue(self, name: str = "default") -> Queue:
-        """The queue called ``name`` (``[A-Za-z0-9_.-]{1,64}``)."""
+    def queue(self, name: str = "default", *, partitions: int | None = None) -> Queue:
+        """The queue called ``name`` (``[A-Za-z0-9_.-]{1,64}``).
+
+        Args:
+            partitions: spread the queue over this many hash slots (``{name:0}``
+                .. ``{name:N-1}``), for a queue busier than one Redis Cluster
+                master: a run goes to one of them (by its idempotency key, if
+                it has one), workers serving ``name`` serve them all. Fixed once
+                the queue is used (recorded in Redis; a different count is
+                refused); other processes read it from there.
+        """
         queue = self._queues.get(name)
-        if queue is None:
-            queue = self._queues[name] = Queue(name, self)
+        if queue is None or (partitions is not None and partitions != queue.declared):
+            if queue is not None and queue.declared is not None:
+                raise ConfigError(
+                    f"queue {name!r} was declared with {queue.declared} partitions"
+                )
+            queue = self._queues[name] = Queue(name, self, partitions)
         return queue
+
+    def declared_partitions(self, queue: str) -> int | None:
+        """The partitions ``app.queue(queue, partitions=N)`` declared here, if any."""
+        known = self._queues.get(queue)
+        return None if known is None else known.declared
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         """The run's record (job, queue, status, attempt, steps, result, error,

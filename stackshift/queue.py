@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterable
@@ -13,12 +14,19 @@ import structlog
 
 from .config import Duration, to_ms
 from .context import current_correlation_id
-from .errors import PayloadError
+from .errors import ConfigError, PayloadError
 from .logs import get_logger
 from .registry import Registry
 from .serialization import decode, encode
 from .store import EnqueueRequest, EnqueueResult, Store
-from .store.keys import check_name, key_part, new_run_id, queue_of_run
+from .store.keys import (
+    MAX_PARTITIONS,
+    check_name,
+    in_stored_queue,
+    key_part,
+    new_run_id,
+    queue_of_run,
+)
 from .store.notify import wait_for_result
 
 if TYPE_CHECKING:
@@ -114,18 +122,46 @@ class RunHandle(Generic[R]):
 
 
 class Queue:
-    """Enqueue runs onto one queue: ``app.queue("emails")``."""
+    """Enqueue runs onto one queue: ``app.queue("emails")``.
 
-    def __init__(self, name: str, app: Stackshift) -> None:
+    A queue with ``partitions=N`` is N queues in N hash slots (``emails:0`` ..
+    ``emails:N-1``), so one logical queue can spread over the masters of a
+    Redis Cluster. A run goes to one of them: by its idempotency key when it
+    has one (so the key dedupes), else in turn. Workers serving the queue
+    serve every partition; stats and listings see the queue as one.
+    """
+
+    def __init__(
+        self, name: str, app: Stackshift, partitions: int | None = None
+    ) -> None:
         self.name = check_name(name, "queue")
+        if partitions is not None and not 1 <= partitions <= MAX_PARTITIONS:
+            raise ConfigError(
+                f"partitions must be from 1 to {MAX_PARTITIONS}, got {partitions!r}"
+            )
         self._app = app
         self._store: Store = app.store
         self._registry: Registry = app.registry
+        self._declared = partitions
+        self._count = 0  # partitions, once read from the registry (first enqueue)
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
 
+    @property
+    def declared(self) -> int | None:
+        """The partitions declared for it here (None: as the registry says)."""
+        return self._declared
+
+    async def _partitions(self) -> int:
+        """How many partitions the queue has: read (and checked against what was
+        declared here) on the first enqueue; a lookup from then on."""
+        if not self._count:
+            self._count = await self._store.partitions(self.name, self._declared)
+        return self._count
+
     def _handle(self, run_id: str, deduplicated: bool, job: str) -> RunHandle[Any]:
+        # The queue's own name, also for a run in one of its partitions.
         spec = self._registry.find(job)
         return RunHandle(
             run_id,
@@ -222,7 +258,7 @@ class Queue:
             PayloadError: a payload that is invalid, not JSON, or too large.
             StoreError: Redis refused or could not be reached.
         """
-        req = self._request(
+        req = self._request(  # bad input is refused before any I/O
             job,
             payload,
             idempotency_key=idempotency_key,
@@ -230,11 +266,14 @@ class Queue:
             delay=delay,
             run_at=run_at,
         )
+        stored = self.name
+        count = self._count or await self._partitions()
+        if count > 1:
+            stored = self._store.placed(self.name, count, by=idempotency_key)
+            req = dataclasses.replace(req, run_id=in_stored_queue(req.run_id, stored))
         # No log line here: this is the web app's hot path, and an app that has
         # not configured structlog would print every enqueue.
-        res = await self._store.enqueue(self.name, req)
-        if self.name not in self._store.registered_queues:
-            await self._store.register_queue(self.name)
+        res = await self._store.enqueue(stored, req)
         return self._handle(res.run_id, res.deduplicated, job)
 
     def enqueue_sync(
@@ -275,7 +314,10 @@ class Queue:
         correlation_id: str,
     ) -> EnqueueResult:
         """Enqueue a run whose id is made from what it stands for (a child run
-        of step.invoke): a second call with that id finds the first run."""
+        of step.invoke): a second call with that id finds the first run. On a
+        partitioned queue, the id picks the partition (the same every time),
+        and the run's id names it: use the id this returns."""
+        stored = self._store.placed(self.name, await self._partitions(), by=run_id)
         req = self._request(
             job,
             payload,
@@ -283,10 +325,10 @@ class Queue:
             correlation_id=correlation_id,
             delay=None,
             run_at=None,
-            run_id=run_id,
+            run_id=in_stored_queue(run_id, stored),
             extra=extra,
         )
-        return await self._store.enqueue(self.name, req)
+        return await self._store.enqueue(stored, req)
 
     async def enqueue_many(
         self,
@@ -300,7 +342,7 @@ class Queue:
 
         Every payload is validated before anything is sent.
         """
-        reqs = [
+        reqs = [  # every payload is checked before anything is sent
             self._request(
                 job,
                 p,
@@ -311,14 +353,27 @@ class Queue:
             )
             for p in payloads
         ]
+        count = self._count or await self._partitions()
+        stored = [self._store.placed(self.name, count) for _ in range(count)]
+        if count > 1:
+            reqs = [
+                dataclasses.replace(
+                    r, run_id=in_stored_queue(r.run_id, stored[i % count])
+                )
+                for i, r in enumerate(reqs)
+            ]
         handles: list[RunHandle[Any]] = []
         for start in range(0, len(reqs), batch_size):
-            results = await self._store.enqueue_many(
-                self.name, reqs[start : start + batch_size]
-            )
-            handles.extend(self._handle(r.run_id, r.deduplicated, job) for r in results)
-        if self.name not in self._store.registered_queues:
-            await self._store.register_queue(self.name)
+            batch = reqs[start : start + batch_size]
+            for n, queue in enumerate(stored):  # one call per partition
+                part = batch[n::count] if count > 1 else batch
+                results = await self._store.enqueue_many(queue, part) if part else []
+                handles.extend(
+                    self._handle(r.run_id, r.deduplicated, job) for r in results
+                )
+        if count > 1:  # back in the order the payloads were given
+            order = {req.run_id: i for i, req in enumerate(reqs)}
+            handles.sort(key=lambda h: order[h.run_id])
         return handles
 
     def enqueue_many_sync(

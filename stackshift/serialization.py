@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from .errors import PayloadError
+from .store.keys import split_partition
 
 json_encoder = msgspec.json.Encoder()
 _any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
@@ -200,7 +201,7 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     run_id: str
     job: str
-    queue: str
+    queue: str  # the queue's name (also for a run in one of its partitions)
     status: RunStatus
     attempt: int
     payload: Any
@@ -221,6 +222,7 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     attempts: list[AttemptInfo] = msgspec.field(default_factory=list)  # retried ones
     counters: list[str] = msgspec.field(default_factory=list)  # keys it incremented
+    partition: int | None = None  # of a partitioned queue: the one it is in
 
 
 def _int(fields: dict[str, str], name: str) -> int | None:
@@ -243,10 +245,12 @@ def run_info_from_hash(
     error = fields.get("error")
     result = fields.get("result")
     waiting = _waiting(fields.get("waiting"))
+    name, partition = split_partition(queue)
     return RunInfo(
         run_id=run_id,
         job=fields.get("job", ""),
-        queue=queue,
+        queue=name,
+        partition=partition,
         status=RunStatus(fields.get("status", RunStatus.QUEUED)),
         attempt=int(fields.get("attempt") or 0),
         payload=_decode_lenient(fields.get("payload")),

@@ -345,11 +345,12 @@ class Step:
             extra = encode({"parent": a.run_id, "parent_step": key})
             self.suspension.began()
             try:
-                await a.enqueue_child(
+                made = await a.enqueue_child(
                     child_queue, job, payload, child, extra, a.correlation_id
                 )
             finally:
                 self.suspension.ended()
+            child = made.run_id  # on a partitioned queue, it names the partition
             record = step_record_decoder.decode(
                 await self._wait(Wait(key, "invoke", after=after, child=child))
             )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from ..errors import StoreError
 from .control import ControlStore
-from .enqueue import EnqueueStore
 from .events import EventStore, SentEvent, Waiter
 from .inspect import InspectStore
 from .intake import IntakeStore
@@ -65,10 +64,9 @@ __all__ = [
 
 
 class Store(
-    EnqueueStore,
     IntakeStore,  # and FinishStore, which it carries
     StepStore,
-    ControlStore,
+    ControlStore,  # and EnqueueStore, which it uses (partitions)
     EventStore,
     InspectStore,
 ):

@@ -4,6 +4,7 @@ its key names."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import weakref
@@ -49,6 +50,9 @@ class Link:
             await self.waiter.close()
         await self.commands.aclose()
         await self.client.aclose()
+        sentinel = getattr(self.client, "stackshift_sentinel", None)
+        if sentinel is not None:  # the clients it asks for the primary
+            await sentinel.aclose()
 
 
 async def _close_with_loop(store: StoreBase, link: Link) -> AsyncGenerator[None]:
@@ -61,6 +65,29 @@ async def _close_with_loop(store: StoreBase, link: Link) -> AsyncGenerator[None]
     finally:
         store._closers.pop(link, None)
         await link.aclose()
+
+
+def _worst(infos: list[dict[str, str]]) -> dict[str, str]:
+    """One server's INFO, or of several the one each check should see."""
+    if len(infos) <= 1:
+        return infos[0] if infos else {}
+    worst = dict(infos[0])
+    for info in infos[1:]:
+        if info.get("maxmemory_policy", "noeviction") != "noeviction":
+            worst["maxmemory_policy"] = info["maxmemory_policy"]
+        if info.get("aof_enabled") == "0":
+            worst["aof_enabled"] = "0"
+        version = info.get("redis_version", "")
+        if version and _version(version) < _version(
+            worst.get("redis_version", version)
+        ):
+            worst["redis_version"] = version
+    worst["run_id"] = ",".join(sorted(i.get("run_id", "") for i in infos))
+    return worst
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def _ignore_outcome(task: asyncio.Future[None]) -> None:
@@ -80,6 +107,8 @@ class StoreBase:
         self._groups_made: set[str] = set()
         self._registered: set[str] = set()  # queues added to the registry
         self._registered_counters: set[str] = set()
+        self._partition_counts: dict[str, int] = {}  # queue -> partitions (1: none)
+        self._rotation = itertools.count()  # spreads runs over partitions
         self._registered_events: set[str] = set()
         self._carrying: set[str] = set()  # lanes whose start calls carry finishes
         self._clock_offset_ms: float | None = None  # server clock - ours
@@ -171,17 +200,27 @@ class StoreBase:
             await self.client.ping()
 
     async def server_info(self) -> dict[str, str]:
-        """``INFO server``, ``memory`` and ``persistence`` fields (empty if ACL-denied)."""
-        info: dict[str, str] = {}
+        """``INFO server``, ``memory`` and ``persistence`` fields (empty if
+        ACL-denied). On Redis Cluster, of every primary, the worst first: the
+        oldest version, an eviction policy other than noeviction, AOF off."""
+        nodes: dict[str, dict[str, str]] = {}
+        cluster = hasattr(self.client, "nodes_manager")
         for section in ("server", "memory", "persistence"):
             try:
-                raw = await self.client.info(section)
+                if cluster:
+                    raw = await self.client.info(section, target_nodes="primaries")
+                    replies = dict(raw)
+                else:
+                    replies = {"": await self.client.info(section)}
             except ResponseError:
                 continue
             except RedisError as exc:
                 raise StoreError(f"INFO: {exc}") from exc
-            info.update({str(k): as_str(v) for k, v in raw.items()})
-        return info
+            for node, fields in replies.items():
+                nodes.setdefault(node, {}).update(
+                    {str(k): as_str(v) for k, v in fields.items()}
+                )
+        return _worst(list(nodes.values()))
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One script call, group-committed with concurrent ones (batching.py)."""

@@ -15,7 +15,9 @@ by a dropped connection is sent again, up to ``RETRIES`` times with jittered
 backoff (every script stackshift sends is safe to repeat).
 
 memory:// (fakeredis) has no sockets to go straight to: there the same calls go
-through the client (``ClientCommands``).
+through the client (``ClientCommands``). So does Redis Cluster (``ClusterCommands``):
+its client routes each script call to the node of its keys' slot, follows MOVED
+and ASK, and re-reads the slots after a failover.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RETRIES, RETRY_BACKOFF
+from .connection import FAILOVER_RETRIES, RETRIES, RETRY_BACKOFF
 
 _DROPPED = (RedisConnectionError, RedisTimeoutError)
 
@@ -42,6 +44,10 @@ class Commands(Protocol):
         returned as its exception (one bad command does not hide the others)."""
         ...
 
+    async def load(self, sources: list[str]) -> None:
+        """SCRIPT LOAD each source where scripts run (every primary)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -49,8 +55,9 @@ class DirectCommands:
     """Commands sent on connections made by ``pool``, one command (or one batch
     of commands) per connection at a time."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, retries: int = RETRIES) -> None:
         self._pool = pool
+        self._retries = retries
         self._idle: list[Any] = []
         self._closed = False
         self._closing: set[asyncio.Task[None]] = set()
@@ -82,6 +89,9 @@ class DirectCommands:
         self._check_in(conn)
         return replies
 
+    async def load(self, sources: list[str]) -> None:
+        await _load_by_pipeline(self, sources)
+
     async def aclose(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
@@ -94,6 +104,10 @@ class DirectCommands:
         failures = 0
         while True:
             try:
+                if not conn.is_connected:
+                    # connect() itself: a Sentinel-managed connection finds the
+                    # primary there (a send would connect to its defaults).
+                    await conn.connect()
                 await conn.send_packed_command(packed)
                 if replies == 1:
                     return [await conn.read_response()]
@@ -101,7 +115,7 @@ class DirectCommands:
             except _DROPPED:
                 # redis-py has closed the connection; the next send reconnects.
                 failures += 1
-                if failures > RETRIES:
+                if failures > self._retries:
                     raise
                 await asyncio.sleep(RETRY_BACKOFF.compute(failures))
 
@@ -148,12 +162,78 @@ class ClientCommands:
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
+    async def load(self, sources: list[str]) -> None:
+        await _load_by_pipeline(self, sources)
+
     async def aclose(self) -> None:
         pass  # the client is closed by its owner
 
 
+class ClusterCommands(ClientCommands):
+    """The same calls through a Redis Cluster client, retried over a failover.
+
+    The client routes each EVALSHA to the node of its keys' slot (every
+    script's keys share one), groups a pipeline by node, follows MOVED and ASK,
+    and re-reads the cluster's slots when a node fails; while a replica is
+    being promoted (2-3 s) commands to its slots fail, so they are sent again
+    with backoff (every command stackshift sends is safe to repeat).
+    """
+
+    async def execute(self, *args: Any) -> Any:
+        failures = 0
+        while True:
+            try:
+                return await self._client.execute_command(*args)
+            except _FAILOVER as exc:
+                failures = await _backoff(failures, exc)
+
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        failures = 0
+        while True:
+            try:
+                return await super().execute_many(commands)
+            except _FAILOVER as exc:
+                failures = await _backoff(failures, exc)
+
+    async def load(self, sources: list[str]) -> None:
+        """SCRIPT LOAD on every primary: a script call goes to any of them, and a
+        replica promoted by a failover starts with no scripts (NOSCRIPT, then
+        this again)."""
+        for source in sources:
+            failures = 0
+            while True:
+                try:
+                    await self._client.script_load(source)
+                    break
+                except _FAILOVER as exc:
+                    failures = await _backoff(failures, exc)
+
+
+_FAILOVER = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError)
+
+
+async def _backoff(failures: int, exc: BaseException) -> int:
+    failures += 1
+    if failures > FAILOVER_RETRIES:
+        raise exc
+    await asyncio.sleep(RETRY_BACKOFF.compute(failures))
+    return failures
+
+
+async def _load_by_pipeline(commands: Commands, sources: list[str]) -> None:
+    replies = await commands.execute_many([("SCRIPT", "LOAD", src) for src in sources])
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 def open_commands(client: Any, *, memory: bool) -> Commands:
-    """Direct commands on ``client``'s connections, or through it for memory://."""
+    """Direct commands on ``client``'s connections; through the client for
+    memory:// and Redis Cluster."""
     if memory:
         return ClientCommands(client)
+    if hasattr(client, "nodes_manager"):  # redis.asyncio.cluster.RedisCluster
+        return ClusterCommands(client)
+    if hasattr(client, "stackshift_sentinel"):  # a Sentinel group's primary
+        return DirectCommands(client.connection_pool, FAILOVER_RETRIES)
     return DirectCommands(client.connection_pool)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -107,6 +108,18 @@ def is_memory_url(url: str) -> bool:
     return url.startswith("memory://")
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+# A Sentinel failover takes 3-4 s (down-after, vote, promotion), a cluster
+# failover 2-3 s: commands to those are retried over about 6 s (the backoff
+# doubles from 50 ms, capped at 1 s), not the 2 s of a single server.
+FAILOVER_RETRIES = 9
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
 def open_client(url: str) -> Any:
     """A redis-py asyncio client for ``url`` (bytes in, bytes out).
 
@@ -118,9 +131,14 @@ def open_client(url: str) -> Any:
         from .memory import open_memory_client
 
         return open_memory_client(url)
+    if url.startswith(CLUSTER_SCHEMES):
+        return _open_cluster(url)
+    if url.startswith(SENTINEL_SCHEMES):
+        return _open_sentinel(url)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"unsupported URL {url!r}: use redis://, rediss://, unix:// or memory://"
+            f"unsupported URL {url!r}: use redis://, rediss://, unix://, "
+            "redis+cluster://, redis+sentinel:// (or rediss+...) or memory://"
         )
     pool = aioredis.ConnectionPool.from_url(
         url,
@@ -135,3 +153,105 @@ def open_client(url: str) -> Any:
     )
     pool.connection_class = _untimed_small_sends(pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+
+class _Address(NamedTuple):
+    """What a cluster or Sentinel URL says: ``scheme://[user:password@]host:port
+    [,host:port...][/path][?query]``."""
+
+    tls: bool
+    hosts: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    path: str
+    query: dict[str, str]
+
+
+def _address(url: str, default_port: int) -> _Address:
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    path, _, query = (slash + path).partition("?")
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    hosts = []
+    for part in hostlist.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon:
+            host, port = port, str(default_port)
+        if not host or not port.isdigit():
+            raise ConfigError(f"cannot read host:port {part!r} in {url!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    return _Address(
+        tls=scheme.startswith("rediss"),
+        hosts=hosts,
+        username=username,
+        password=password,
+        path=path.strip("/"),
+        query={k: v[-1] for k, v in parse_qs(query).items()},
+    )
+
+
+def _connection_options() -> dict[str, Any]:
+    return {
+        "decode_responses": False,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+
+
+def _open_cluster(url: str) -> Any:
+    """A Redis Cluster client: it finds the node of each key's slot itself,
+    follows MOVED and ASK, and re-reads the slots after a failover."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    address = _address(url, 6379)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in address.hosts],
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        max_connections=MAX_CONNECTIONS,
+        retry=Retry(RETRY_BACKOFF, retries=RETRIES),
+        **_connection_options(),
+    )
+
+
+def _open_sentinel(url: str) -> Any:
+    """A client of the primary a Sentinel group names: ``redis+sentinel://
+    host:26379[,host:26379]/service[/db]``; ``?sentinel_password=`` if the
+    sentinels need one. It asks the sentinels again after a failover."""
+    from redis.asyncio.sentinel import Sentinel
+
+    address = _address(url, 26379)
+    service, _, db = address.path.partition("/")
+    if not service:
+        raise ConfigError(
+            f"{url!r}: name the service: redis+sentinel://host:26379/NAME"
+        )
+    sentinel_options: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT}
+    if "sentinel_password" in address.query:
+        sentinel_options["password"] = address.query["sentinel_password"]
+    sentinel = Sentinel(address.hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(
+        service,
+        db=int(db or 0),
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        max_connections=MAX_CONNECTIONS,
+        retry=Retry(RETRY_BACKOFF, retries=FAILOVER_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **_connection_options(),
+    )
+    pool = client.connection_pool
+    pool.connection_class = _untimed_small_sends(pool.connection_class)
+    client.stackshift_sentinel = sentinel  # closed with the client (base.Link)
+    return client

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from ..serialization import ChildValue, ErrorInfo, encode
+from .enqueue import EnqueueStore
 from .finish import FinishStore
 from .keys import queue_of_run
 from .records import as_str, mapped_errors
@@ -25,7 +26,7 @@ TIMER_MARGIN_MS = 50
 HANDOFF_GRACE_MS = 5_000
 
 
-class ControlStore(FinishStore):
+class ControlStore(FinishStore, EnqueueStore):
     async def cancel(self, run_id: str, reason: str = "") -> tuple[str, str]:
         """Cancel a run: ('cancelled'|'requested'|'ended'|'missing', detail).
 
@@ -51,7 +52,11 @@ class ControlStore(FinishStore):
         return as_str(reply[0]), (as_str(reply[1]) if len(reply) > 1 else "")
 
     async def redrive_all(self, queue: str) -> int:
-        """Re-drive every dead letter of a queue, a batch at a time."""
+        """Re-drive every dead letter of a queue (of all its partitions)."""
+        await self.partitions(queue, register=False)
+        return sum([await self._redrive_stored(s) for s in self.stored(queue)])
+
+    async def _redrive_stored(self, queue: str) -> int:
         q = self.keys.queue(queue)
         done = 0
         while True:
@@ -66,8 +71,11 @@ class ControlStore(FinishStore):
                 return done  # what is left is not redrivable (expired records)
 
     async def release_idempotency_key(self, queue: str, key: str) -> bool:
+        stored = self.placed(
+            queue, await self.partitions(queue, register=False), by=key
+        )
         with mapped_errors("release idempotency key"):
-            return bool(await self.client.delete(self.keys.queue(queue).idem(key)))
+            return bool(await self.client.delete(self.keys.queue(stored).idem(key)))
 
     async def resume(
         self, run_id: str, step_key: str, kind: str, value: bytes, error: bytes = b""
@@ -137,11 +145,11 @@ class ControlStore(FinishStore):
         q = self.keys.queue(queue)
         with mapped_errors("timers"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.time()
+            pipe.execute_command("TIME")  # (pipe.time() is refused on a cluster)
             for zset in (q.delayed, q.suspended):
                 pipe.zrangebyscore(zset, "-inf", 1e15, start=0, num=1, withscores=True)
             (now_s, now_us), *heads = await pipe.execute()
-        now = now_s * 1000 + now_us // 1000
+        now = int(now_s) * 1000 + int(now_us) // 1000
         self.saw_server_time(now)
         due = [score for head in heads for _member, score in head]
         return max(0.0, (min(due) - now) / 1000) if due else None
@@ -182,8 +190,8 @@ class ControlStore(FinishStore):
         """Children whose end has not reached their parent for a while."""
         q = self.keys.queue(queue)
         with mapped_errors("hand-offs"):
-            now_s, now_us = await self.client.time()
-            cutoff = now_s * 1000 + now_us // 1000 - HANDOFF_GRACE_MS
+            now_s, now_us = await self.client.execute_command("TIME")
+            cutoff = int(now_s) * 1000 + int(now_us) // 1000 - HANDOFF_GRACE_MS
             ids = await self.client.zrangebyscore(
                 q.handoffs, "-inf", cutoff, start=0, num=limit
             )
@@ -221,8 +229,12 @@ class ControlStore(FinishStore):
         return as_str(reply[0]), int(reply[1]), int(reply[2])
 
     async def cron_state(self, queue: str, name: str) -> dict[str, str]:
+        """A cron schedule's state (last tick, missed ticks...); on a partitioned
+        queue it is kept in the partition its name picks."""
+        count = await self.partitions(queue, register=False)
+        stored = self.placed(queue, count, by=name)
         with mapped_errors("cron state"):
             raw: dict[Any, Any] = await self.client.hgetall(
-                self.keys.queue(queue).cron(name)
+                self.keys.queue(stored).cron(name)
             )
         return {as_str(k): as_str(v) for k, v in raw.items()}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
+from ..errors import ConfigError
 from . import scripts as _scripts
 from .base import StoreBase
-from .keys import QueueKeys
+from .keys import QueueKeys, in_stored_queue, partition_name
 from .records import EnqueueRequest, EnqueueResult, as_str, mapped_errors
 
 # Runs per enqueue.lua call in a bulk enqueue (bounds the script's run time).
@@ -92,6 +94,67 @@ class EnqueueStore(StoreBase):
     def registered_queues(self) -> set[str]:
         """Queues this process has added to the registry."""
         return self._registered
+
+    async def partitions(
+        self, queue: str, declared: int | None = None, *, register: bool = True
+    ) -> int:
+        """How many partitions ``queue`` has (1: it is not partitioned), as the
+        registry says; ``declared``: what this process declared
+        (``app.queue(name, partitions=N)``), recorded if first, refused if it
+        differs. Read once per queue and process (the count never changes),
+        and registers the queue's name."""
+        known = self._partition_counts.get(queue)
+        if known is None:
+            key = self.keys.registry("partitions")
+            with mapped_errors("partitions"):
+                pipe = self.client.pipeline(transaction=False)
+                if register:  # (not by inspection, which never writes)
+                    pipe.sadd(self.keys.queue_registry, queue)
+                    if declared and declared > 1:
+                        pipe.hsetnx(key, queue, declared)
+                pipe.hget(key, queue)
+                replies = await pipe.execute()
+            known = int(replies[-1] or 1)
+            self._partition_counts[queue] = known
+            if register:
+                self._registered.add(queue)
+        if declared is not None and declared != known:
+            raise ConfigError(
+                f"queue {queue!r} has {known} partition(s), not {declared}: the "
+                "count is fixed once a queue is used (idempotency keys map to "
+                "partitions by it)"
+            )
+        return known
+
+    def placed(self, queue: str, count: int, *, by: str | None = None) -> str:
+        """The queue as stored that a run goes to: ``queue`` itself, or one of
+        its ``count`` partitions, the same for the same ``by`` (an idempotency
+        key, a derived run id: dedupe holds), else in turn."""
+        if count <= 1:
+            return queue
+        if by is not None:
+            n = zlib.crc32(by.encode()) % count
+        else:
+            n = next(self._rotation) % count
+        return partition_name(queue, n)
+
+    async def place_derived(self, queue: str, run_id: str) -> tuple[str, str]:
+        """(the queue as stored, the run id) of a run whose id is derived from
+        what it stands for: on a partitioned queue, the id picks the partition."""
+        stored = self.placed(queue, await self.partitions(queue), by=run_id)
+        return stored, in_stored_queue(run_id, stored)
+
+    def partitions_known(self, queue: str) -> int:
+        """``partitions(queue)`` as read already (1 if not read)."""
+        return self._partition_counts.get(queue, 1)
+
+    def stored(self, queue: str) -> list[str]:
+        """The queues as stored that ``queue`` is (its partitions), once
+        ``partitions(queue)`` has been read."""
+        count = self._partition_counts.get(queue, 1)
+        return (
+            [queue] if count <= 1 else [partition_name(queue, n) for n in range(count)]
+        )
 
     async def register_queue(self, queue: str) -> None:
         """Add ``queue`` to the registry of queues (what the dashboard and

@@ -9,7 +9,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ..serialization import RunInfo, RunStatus, run_info_from_hash
-from .base import StoreBase
+from .enqueue import EnqueueStore
 from .keys import GROUP, queue_of_run
 from .records import QueueStats, as_str, mapped_errors
 
@@ -29,7 +29,7 @@ LISTED = (
 SCAN_PER_PAGE = 2000
 
 
-class InspectStore(StoreBase):
+class InspectStore(EnqueueStore):
     async def get_run(self, run_id: str) -> RunInfo | None:
         queue = queue_of_run(run_id)
         q = self.keys.queue(queue)
@@ -108,6 +108,11 @@ class InspectStore(StoreBase):
             out.append(run_info_from_hash(run_id, queue, fields, steps))
         return out
 
+    async def _stored_of(self, queue: str) -> list[str]:
+        """The queues as stored that ``queue`` is: itself, or its partitions."""
+        await self.partitions(queue, register=False)
+        return self.stored(queue)
+
     async def list_runs(
         self,
         queue: str,
@@ -121,9 +126,35 @@ class InspectStore(StoreBase):
         status (never a scan of keys): running and queued runs newest first
         (the stream), suspended and scheduled runs soonest due first (their
         timer sets), ended runs newest first (completed, failed, cancelled:
-        sets by when they ended). Without ``status``, in that order.
+        sets by when they ended). Without ``status``, in that order. A
+        partitioned queue's partitions are listed one after the other.
 
         Returns the runs and the cursor of the next page (None: no more)."""
+        stored = await self._stored_of(queue)
+        at, _, inner = (cursor or "0/").partition("/")
+        index = int(at) if at.isdigit() else 0
+        out: list[RunInfo] = []
+        while index < len(stored) and len(out) < limit:
+            page, inner_next = await self._list_stored(
+                stored[index], status=status, job=job, limit=limit - len(out),
+                cursor=inner or None,
+            )  # fmt: skip
+            out += page
+            if inner_next is None:
+                index, inner = index + 1, ""
+            else:
+                inner = inner_next
+        return out, (f"{index}/{inner}" if index < len(stored) else None)
+
+    async def _list_stored(
+        self,
+        queue: str,
+        *,
+        status: RunStatus | None,
+        job: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[RunInfo], str | None]:
         statuses = list(LISTED) if status is None else [RunStatus(status)]
         at, position = 0, ""
         if cursor:
@@ -196,6 +227,14 @@ class InspectStore(StoreBase):
         ]
         return page, len(entries) < count
 
+    async def run_of_idempotency_key(self, queue: str, key: str) -> str | None:
+        """The run an idempotency key made on a queue (within its TTL)."""
+        count = await self.partitions(queue, register=False)
+        stored = self.placed(queue, count, by=key)
+        with mapped_errors("idempotency key"):
+            run_id = await self.client.get(self.keys.queue(stored).idem(key))
+        return as_str(run_id) if run_id else None
+
     async def run_outcome(self, run_id: str) -> tuple[str, bytes | None, bytes | None]:
         """(status, result JSON, error JSON) of a run; status '' if unknown."""
         q = self.keys.queue(queue_of_run(run_id))
@@ -210,9 +249,17 @@ class InspectStore(StoreBase):
 
     async def dead_runs(self, queue: str, limit: int = 100) -> list[str]:
         """Run ids in the dead letter set of a queue, newest first."""
+        found: list[tuple[float, str]] = []
         with mapped_errors("dead_runs"):
-            ids = await self.client.zrevrange(self.keys.queue(queue).dead, 0, limit - 1)
-        return [as_str(i) for i in ids]
+            for stored in await self._stored_of(queue):
+                dead = self.keys.queue(stored).dead
+                found += [
+                    (score, as_str(i))
+                    for i, score in await self.client.zrevrange(
+                        dead, 0, limit - 1, withscores=True
+                    )
+                ]
+        return [run_id for _score, run_id in sorted(found, reverse=True)[:limit]]
 
     async def minute_counts(
         self, queue: str, minutes: int
@@ -223,20 +270,28 @@ class InspectStore(StoreBase):
         now = self.server_now_ms() or int(time.time() * 1000)
         last = now // 60_000
         wanted = list(range(last - minutes + 1, last + 1))
-        q = self.keys.queue(queue)
+        stored = await self._stored_of(queue)
         with mapped_errors("minute counts"):
             pipe = self.client.pipeline(transaction=False)
-            for minute in wanted:
-                pipe.hgetall(q.minute(minute))
+            for part in stored:
+                for minute in wanted:
+                    pipe.hgetall(self.keys.queue(part).minute(minute))
             replies = await pipe.execute()
-        return [
-            (minute, {as_str(k): int(v) for k, v in reply.items()})
-            for minute, reply in zip(wanted, replies, strict=True)
-        ]
+        counts: list[dict[str, int]] = [{} for _ in wanted]
+        for i, reply in enumerate(replies):
+            into = counts[i % len(wanted)]
+            for k, v in reply.items():
+                into[as_str(k)] = into.get(as_str(k), 0) + int(v)
+        return list(zip(wanted, counts, strict=True))
 
     async def oldest_queued_ms(self, queue: str) -> int | None:
         """When the oldest run still waiting for a worker was queued (ms), or
-        None: the first entry after the group's last delivered one."""
+        None: the first entry after the group's last delivered one (the oldest
+        of its partitions)."""
+        found = [await self._oldest(s) for s in await self._stored_of(queue)]
+        return min((ms for ms in found if ms is not None), default=None)
+
+    async def _oldest(self, queue: str) -> int | None:
         stream = self.keys.queue(queue).stream
         with mapped_errors("oldest queued"):
             try:
@@ -248,21 +303,20 @@ class InspectStore(StoreBase):
             first = await self.client.xrange(stream, f"({after}", "+", count=1)
         return int(as_str(first[0][0]).partition("-")[0]) if first else None
 
-    async def run_of_idempotency_key(self, queue: str, key: str) -> str | None:
-        """The run an idempotency key made on a queue (within its TTL)."""
-        with mapped_errors("idempotency key"):
-            run_id = await self.client.get(self.keys.queue(queue).idem(key))
-        return as_str(run_id) if run_id else None
-
     async def runs_of_correlation_id(
         self, queue: str, correlation_id: str, limit: int = 50
     ) -> list[str]:
         """Runs of a queue made with a correlation id, newest first."""
+        ids: list[str] = []
         with mapped_errors("correlation index"):
-            ids = await self.client.zrevrange(
-                self.keys.queue(queue).correlated(correlation_id), 0, limit - 1
-            )
-        return [as_str(i) for i in ids]
+            for stored in await self._stored_of(queue):
+                ids += [
+                    as_str(i)
+                    for i in await self.client.zrevrange(
+                        self.keys.queue(stored).correlated(correlation_id), 0, limit - 1
+                    )
+                ]
+        return sorted(ids, reverse=True)[:limit]
 
     async def registered(self, kind: str) -> list[str]:
         """The names in a registry (queues, counters, events, crons), sorted."""
@@ -284,8 +338,29 @@ class InspectStore(StoreBase):
         return int(count)
 
     async def queue_stats(self, queue: str) -> QueueStats:
-        """How many runs of a queue are in each state, and its totals. A queue
-        that does not exist reads as empty (and is not created)."""
+        """How many runs of a queue are in each state, and its totals (of all
+        its partitions). A queue that does not exist reads as empty (and is
+        not created)."""
+        stored = await self._stored_of(queue)
+        if len(stored) == 1:
+            return await self._stored_stats(queue)
+        parts = [await self._stored_stats(s) for s in stored]
+        totals: dict[str, int] = {}
+        for part in parts:
+            for name, n in part.totals.items():
+                totals[name] = totals.get(name, 0) + n
+        return QueueStats(
+            queue=queue,
+            waiting=sum(p.waiting for p in parts),
+            running=sum(p.running for p in parts),
+            scheduled=sum(p.scheduled for p in parts),
+            dead=sum(p.dead for p in parts),
+            consumers=max(p.consumers for p in parts),
+            totals=totals,
+            suspended=sum(p.suspended for p in parts),
+        )
+
+    async def _stored_stats(self, queue: str) -> QueueStats:
         q = self.keys.queue(queue)
         with mapped_errors("queue stats"):
             pipe = self.client.pipeline(transaction=False)

@@ -39,7 +39,13 @@ MAX_FREE_TEXT = 1024
 GROUP = "stackshift"  # the consumer group of every queue stream
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_RUN_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\.([A-Za-z0-9_.-]{1,64})$")
+_RUN_ID_RE = re.compile(
+    r"^[0-9A-HJKMNP-TV-Z]{26}\.([A-Za-z0-9_.-]{1,64}(?::[0-9]{1,3})?)$"
+)
+# A partition of a queue (app.queue(name, partitions=N)): "<name>:<n>", its own
+# hash slot. A colon cannot be in a queue's name, so no queue is mistaken for one.
+_PARTITION_RE = re.compile(r"^([A-Za-z0-9_.-]{1,64}):([0-9]{1,3})$")
+MAX_PARTITIONS = 256
 
 
 def check_name(name: object, what: str) -> str:
@@ -135,6 +141,31 @@ def time_of_run(run_id: str) -> int:
     return value
 
 
+def partition_name(queue: str, n: int) -> str:
+    """The queue that partition ``n`` of ``queue`` is."""
+    return f"{queue}:{n}"
+
+
+def split_partition(queue: str) -> tuple[str, int | None]:
+    """(the logical queue, the partition) of a queue as stored."""
+    match = _PARTITION_RE.match(queue)
+    if match is None:
+        return queue, None
+    return match.group(1), int(match.group(2))
+
+
+def in_stored_queue(run_id: str, queue: str) -> str:
+    """A run id made for a queue, naming the partition it goes to instead."""
+    return f"{run_id[:26]}.{queue}"
+
+
+def check_stored_queue(queue: object) -> str:
+    """A queue name as keys use it: a queue's name, or one of its partitions."""
+    if isinstance(queue, str) and _PARTITION_RE.match(queue):
+        return queue
+    return check_name(queue, "queue")
+
+
 def queue_of_run(run_id: object) -> str:
     """The queue a run id belongs to; raise ``InvalidNameError`` if malformed."""
     match = _RUN_ID_RE.match(run_id) if isinstance(run_id, str) else None
@@ -164,7 +195,7 @@ class QueueKeys:
     )
 
     def __init__(self, prefix: str, queue: str) -> None:
-        self.name = check_name(queue, "queue")
+        self.name = check_stored_queue(queue)
         self._base = f"{prefix}{{{queue}}}:"
         self.stream = self._base + "stream"
         self.delayed = self._base + "delayed"  # scheduled runs, by due time

@@ -86,13 +86,9 @@ def load_scripts(*, with_flags: bool = True) -> dict[str, Script]:
 
 
 async def ensure_loaded(commands: Commands, scripts: dict[str, Script]) -> None:
-    """SCRIPT LOAD every script (one pipelined round trip)."""
-    replies = await commands.execute_many(
-        [("SCRIPT", "LOAD", script.source) for script in scripts.values()]
-    )
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+    """SCRIPT LOAD every script where scripts run (one pipelined round trip;
+    on Redis Cluster, on every primary)."""
+    await commands.load([script.source for script in scripts.values()])
 
 
 def _evalsha(script: Script, keys: list[str], args: list[Any]) -> tuple[Any, ...]:

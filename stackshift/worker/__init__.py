@@ -111,13 +111,13 @@ class Worker:
                 f"timers must be 'real', 'skip' or 'skip_all', not {timers!r}"
             )
         self._timers = timers
-        self._scheduler = Scheduler(store, self.queues, timers)
-        crons = CronKeeper(store, app.registry.crons(), self.queues)
-        if len(crons):
-            self._scheduler.add_chore(crons)
+        # The queues as stored: each queue, or each of its partitions (read
+        # from the registry when the worker starts).
+        self._stored: list[str] = []
+        self._scheduler = Scheduler(store, self._stored, timers)
         self._runner = Runner(app, self._leases, self._slots, self._scheduler.poke)
         self._notices = Notices(
-            store, self.queues, self._scheduler.poke, self._leases.cancel_run
+            store, self._stored, self._scheduler.poke, self._leases.cancel_run
         )
         self._router = EventRouter(store, self.consumer, lease_timeout)
         self._stop = asyncio.Event()
@@ -149,9 +149,14 @@ class Worker:
         ``await tg.start(worker.run)`` returns when the worker is ready.
         """
         await self._startup_checks()
-        for queue in self.queues:
+        for queue in self.queues:  # (registers the queue too)
+            await self._store.partitions(queue, self.app.declared_partitions(queue))
+            self._stored += self._store.stored(queue)
+        for queue in self._stored:
             await self._store.ensure_group(queue)
-            await self._store.register_queue(queue)
+        crons = CronKeeper(self._store, self.app.registry.crons(), self.queues)
+        if len(crons):
+            self._scheduler.add_chore(crons)
         await self._store.ensure_event_group()
         await self._store.subscribe(self.app.registry.subscriptions())
         await self._store.register(
@@ -210,7 +215,7 @@ class Worker:
                 self._redis_run_id,
                 block_ms=BURST_BLOCK_MS if self.burst else BLOCK_MS,
             )
-            for queue in self.queues
+            for queue in self._stored
         ]
 
     async def _until_done(self, loop: Any) -> None:
@@ -251,7 +256,7 @@ class Worker:
     async def _hand_back_pending(self) -> None:
         """Entries delivered to us but never started (a read cut by shutdown) go
         back to their queue; then our consumer is deleted if it holds nothing."""
-        for queue in self.queues:
+        for queue in self._stored:
             try:
                 released = await self._store.release_pending(queue, self.consumer)
                 if released:
@@ -266,7 +271,7 @@ class Worker:
             return False
         if await self._store.events_unrouted():  # they may make or resume runs
             return False
-        for queue in self.queues:
+        for queue in self._stored:
             if self._timers != "real":
                 moved, _ = await self._store.fire_timers(queue, self._timers)
                 if moved:

@@ -26,7 +26,7 @@ log = get_logger("stackshift.worker")
 @dataclasses.dataclass(slots=True, eq=False)
 class _Cron:
     spec: JobSpec
-    queue: str
+    queue: str  # as stored: on a partitioned queue, the partition its name picks
     last: int | None = None  # the last tick made (by anyone), ms
     next: int | None = None  # the next tick to make, ms
     loaded: bool = False
@@ -48,6 +48,9 @@ class CronKeeper:
             for spec in specs
             if spec.cron is not None and (spec.queue or "default") in queues
         ]
+        for cron in self._crons:
+            count = store.partitions_known(cron.queue)
+            cron.queue = store.placed(cron.queue, count, by=cron.spec.name)
 
     def __len__(self) -> int:
         return len(self._crons)

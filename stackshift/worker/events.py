@@ -102,14 +102,17 @@ class EventRouter:
             shapes = self._shapes[event.name] = newer
 
     async def _make_run(self, event: SentEvent, job: str, queue: str) -> None:
+        stored, run_id = await self._store.place_derived(
+            queue, subscriber_run_id(event, job, queue)
+        )
         req = EnqueueRequest(
-            run_id=subscriber_run_id(event, job, queue),
+            run_id=run_id,
             job=job,
             payload=event.data,
             correlation_id=event.correlation_id,
             extra=encode({"event": event.name, "event_id": event.event_id}),
         )
-        await self._store.enqueue(queue, req)
+        await self._store.enqueue(stored, req)
 
     async def _resume(self, event: SentEvent, waiter: Waiter) -> None:
         value = encode(

@@ -32,15 +32,16 @@ class Notices:
         on_cancel: Callable[[str, str], bool],
     ) -> None:
         self._store = store
+        self._queues = queues  # filled in when the worker starts
         self._on_wake = on_wake
         self._on_cancel = on_cancel
         self._channels: dict[str, tuple[str, str]] = {}  # channel -> (kind, queue)
-        for queue in queues:
-            q = store.keys.queue(queue)
-            self._channels[q.wake] = ("wake", queue)
-            self._channels[q.cancel_channel] = ("cancel", queue)
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        for queue in self._queues:
+            q = self._store.keys.queue(queue)
+            self._channels[q.wake] = ("wake", queue)
+            self._channels[q.cancel_channel] = ("cancel", queue)
         started = False
         while True:
             pubsub = self._store.client.pubsub()

@@ -18,12 +18,12 @@ class Upstream:
 
 
 async def fetch_input(name: str) -> dict[str, Any]:
-    await anyio.sleep(0.02)  # some work, so the waterfall has widths
+    await anyio.sleep(0.02)  # sync-ok: some work, so the waterfall has widths
     return {"name": name, "rows": 3}
 
 
 async def transform(data: dict[str, Any]) -> int:
-    await anyio.sleep(0.04)
+    await anyio.sleep(0.04)  # sync-ok: simulated work
     return int(data["rows"]) * 2
 
 

@@ -1,0 +1,99 @@
+"""Partitioned queues (issue #14): one logical queue spread over N hash slots."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from stackshift import ConfigError, JobContext, RunStatus, Stackshift
+from tests.support.waiting import wait_until
+from tests.support.workers import running_worker
+
+
+async def test_runs_spread_over_partitions_and_a_worker_serves_them_all(
+    app: Stackshift,
+) -> None:
+    @app.job("echo")
+    async def echo(ctx: JobContext[dict[str, int]]) -> int:
+        return ctx.payload["n"]
+
+    emails = app.queue("emails", partitions=4)
+    handles = await emails.enqueue_many("echo", [{"n": n} for n in range(40)])
+    handles.append(await emails.enqueue("echo", {"n": 40}))
+    runs = await app.store.get_runs([h.run_id for h in handles])
+    placed = Counter(run.partition for run in runs if run is not None)
+    assert set(placed) == {0, 1, 2, 3} and sum(placed.values()) == 41
+    stats = await app.store.queue_stats("emails")
+    assert stats.waiting == 41  # the logical queue: every partition's runs
+    listed = [run.run_id async for run in app.runs("emails", limit=None)]
+    assert sorted(listed) == sorted(h.run_id for h in handles)
+    async with running_worker(app, ["emails"]):
+        assert [await h.result(timeout=10) for h in handles] == list(range(41))
+    run = await app.get_run(handles[0].run_id)
+    assert run is not None and run.queue == "emails" and run.partition is not None
+    assert (await app.store.queue_stats("emails")).totals["completed"] == 41
+
+
+async def test_an_idempotency_key_always_picks_the_same_partition(
+    app: Stackshift, redis_url: str, prefix: str
+) -> None:
+    emails = app.queue("emails", partitions=8)
+    first = await emails.enqueue("job", {}, idempotency_key="order-7")
+    for _ in range(5):
+        again = await emails.enqueue("job", {}, idempotency_key="order-7")
+        assert again.deduplicated and again.run_id == first.run_id
+    # Another process, which did not declare the partitions, reads them from
+    # Redis and dedupes the same way.
+    async with Stackshift(redis_url, prefix=prefix) as other:
+        elsewhere = await other.queue("emails").enqueue(
+            "job", {}, idempotency_key="order-7"
+        )
+        assert elsewhere.deduplicated and elsewhere.run_id == first.run_id
+        assert await other.release_idempotency_key("emails", "order-7") is True
+
+
+async def test_the_partition_count_is_fixed_once_the_queue_is_used(
+    app: Stackshift, redis_url: str, prefix: str
+) -> None:
+    await app.queue("emails", partitions=4).enqueue("job", {})
+    async with Stackshift(redis_url, prefix=prefix) as other:
+        with pytest.raises(ConfigError, match="has 4 partition"):
+            await other.queue("emails", partitions=8).enqueue("job", {})
+    with pytest.raises(ConfigError, match="partitions must be from 1 to 256"):
+        app.queue("other", partitions=0)
+
+
+async def test_children_events_and_crons_on_a_partitioned_queue(
+    app: Stackshift,
+) -> None:
+    app.queue("work", partitions=3)
+
+    @app.job("child", queue="work")
+    async def child(ctx: JobContext[dict[str, int]]) -> int:
+        return ctx.payload["n"] + 1
+
+    @app.job("parent", queue="work")
+    async def parent(ctx: JobContext[Any]) -> list[int]:
+        return [await ctx.step.invoke(f"c{n}", "child", {"n": n}) for n in range(3)]
+
+    @app.job("on_ping", on_event="ping", queue="work")
+    async def on_ping(ctx: JobContext[dict[str, str]]) -> str:
+        return ctx.payload["v"]
+
+    async with running_worker(app, ["work"]):
+        handle = await app.queue("work").enqueue("parent", {})
+        assert await handle.result(timeout=15) == [1, 2, 3]
+        await app.send_event("ping", {"v": "pong"}, id="p1")
+        await app.send_event("ping", {"v": "pong"}, id="p1")  # a duplicate
+
+        async def made() -> list[Any]:
+            return [
+                r
+                async for r in app.runs("work", job="on_ping")
+                if r.status == RunStatus.COMPLETED
+            ]
+
+        runs = await wait_until(made, message="the run the event made")
+    assert len(runs) == 1 and runs[0].result == "pong"
