@@ -210,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         if name
     }
     for peer in _peers(args.peers):
-        print(f"venv for {peer}: bench/.venvs/{peer}", file=sys.stderr)
-        systems[peer] = (str(ensure_venv(peer)), PEERS[peer].module)
+        python = ensure_venv(peer)
+        print(f"venv for {peer}: {python.parents[1]}", file=sys.stderr)
+        systems[peer] = (str(python), PEERS[peer].module)
     plan = list(cells(args.scale, only, aof=not args.no_aof))
     started = dt.datetime.now(dt.UTC)
     records: list[dict[str, Any]] = []
