@@ -31,7 +31,7 @@ OWN = {
 }
 ALL_WORKLOADS = (
     "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7",
-    "W4i", "W8", "W9", "W10", "W11",
+    "W4i", "W8", "W9", "W10", "W11", "W12",
 )  # fmt: skip
 # Workloads only some systems can run (the rest: every system). The peers have
 # no events, child runs or suspended runs; their chained jobs are W4's (W4i
@@ -45,11 +45,17 @@ RUNS_ON = {
     "W10": {"stackshift", "raw"},
     "W11": {"stackshift"},
 }
+# The peers' lightest set-ups (``<peer>-light``: results not kept) change what
+# a run costs to finish, so they run the drains and W12 only.
+LIGHT_RUNS = {"W2", "W5", "W6", "W12"}
 CELL_TIMEOUT = 900.0
 
 
-def cells(scale: float, only: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(workload, column, params) of every cell, sizes scaled."""
+def cells(
+    scale: float, only: set[str], *, aof: bool = True
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(workload, column, params) of every cell, sizes scaled. ``aof``: W12's
+    measured server keeps an AOF (appendfsync everysec)."""
 
     def n(full: int, least: int = 100) -> int:
         return max(least, int(full * scale))
@@ -76,6 +82,11 @@ def cells(scale: float, only: set[str]) -> Iterator[tuple[str, str, dict[str, An
             yield "W6", f"W6{label}", params | {"concurrency": 100}
     if "W7" in only:
         yield "W7", "W7", {"n": n(10_000)}
+    if "W12" in only:
+        # Per-run costs settle long before 10,000 runs (fixed costs: a few
+        # connections and script loads); arq drains ~200 jobs/s at c=10.
+        yield "W12", "W12", {"n": n(10_000), "aof": aof}
+        yield "W12", "W12@100", {"n": n(10_000), "concurrency": 100, "aof": aof}
     yield from _durable_cells(scale, only)
 
 
@@ -105,6 +116,14 @@ def _durable_cells(
         yield "W11", "W11", {"seconds": max(5, 60 * scale), "procs": 3}
 
 
+def runs_on(system: str, workload: str) -> bool:
+    """Whether ``system`` runs ``workload`` (the rest print ``skipped`` or are
+    left out)."""
+    if system.endswith("-light") and workload not in LIGHT_RUNS:
+        return False
+    return workload not in RUNS_ON or system in RUNS_ON[workload]
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -121,6 +140,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--systems",
         default="stackshift,raw,raw-jobs",
         help="own systems: " + ",".join(OWN),
+    )
+    parser.add_argument(
+        "--no-aof",
+        action="store_true",
+        help="W12's measured Redis without an AOF (default: appendfsync everysec)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
@@ -188,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         if name
     }
     for peer in _peers(args.peers):
-        print(f"venv for {peer}: bench/.venvs/{peer}", file=sys.stderr)
-        systems[peer] = (str(ensure_venv(peer)), PEERS[peer].module)
-    plan = list(cells(args.scale, only))
+        python = ensure_venv(peer)
+        print(f"venv for {peer}: {python.parents[1]}", file=sys.stderr)
+        systems[peer] = (str(python), PEERS[peer].module)
+    plan = list(cells(args.scale, only, aof=not args.no_aof))
     started = dt.datetime.now(dt.UTC)
     records: list[dict[str, Any]] = []
     with BenchRedis(args.redis_server) as server:
@@ -206,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for workload, column, params in plan:
             ran = {
-                name: how
-                for name, how in systems.items()
-                if name in RUNS_ON.get(workload, systems)
+                name: how for name, how in systems.items() if runs_on(name, workload)
             }
             cell_records = [
                 {

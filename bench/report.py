@@ -46,6 +46,24 @@ TIME = [
     ("W11 late p50 ms", "W11", "p50_ms"),
     ("W11 late p99 ms", "W11", "p99_ms"),
 ]
+
+
+# W12: what one completed run costs Redis (enqueue + drain), per concurrency.
+def _cost_columns(column: str) -> list[tuple[str, str, str]]:
+    return [
+        (f"{column} Redis µs/run", column, "redis_cpu_us_per_run"),
+        ("enqueue µs", column, "enqueue_redis_cpu_us_per_run"),
+        ("drain µs", column, "drain_redis_cpu_us_per_run"),
+        ("commands/run", column, "calls_per_run"),
+        ("scripts/run", column, "scripts_per_run"),
+        ("reads/run", column, "reads_per_run"),
+        ("B in/run", column, "bytes_in_per_run"),
+        ("AOF B/run", column, "aof_bytes_per_run"),
+    ]
+
+
+COST = _cost_columns("W12")
+COST_100 = _cost_columns("W12@100")
 # The metric shown while a cell runs: the first its result has.
 HEADLINE = {
     "W1": ("jobs_per_s",),
@@ -61,6 +79,7 @@ HEADLINE = {
     "W9": ("p99_ms", "bytes_per_suspended"),
     "W10": ("resumes_per_s",),
     "W11": ("runs_per_tick_max",),
+    "W12": ("redis_cpu_us_per_run",),
 }
 
 
@@ -146,6 +165,65 @@ def ratios(
     return f"{system} / {baseline} (medians): " + ", ".join(parts) if parts else ""
 
 
+def commands(records: list[dict[str, Any]], column: str, top: int = 12) -> str:
+    """W12's commands per run by name (medians over the runs), dearest first:
+    one line per system. Commands run inside scripts are counted by name too."""
+    lines = []
+    for record in records:
+        if record["column"] != column:
+            continue
+        ok = [run["commands"] for run in record["runs"] if "commands" in run]
+        if not ok:
+            continue
+        names = {name for run in ok for name in run}
+        medians = {
+            name: statistics.median(float(run.get(name, 0.0)) for run in ok)
+            for name in names
+        }
+        shown = sorted(medians.items(), key=lambda m: -m[1])[:top]
+        listed = ", ".join(f"{name} {_fmt(n)}" for name, n in shown)
+        lines.append(f"- {record['system']}: {listed}")
+    if not lines:
+        return ""
+    return f"{column} commands per run (inside scripts too):\n" + "\n".join(lines)
+
+
+def targets(records: list[dict[str, Any]]) -> str:
+    """Issue 14 item 8, W2 (medians): stackshift against raw-jobs, the fastest
+    peer in its default set-up and the fastest in its lightest."""
+    by = {(r["system"], r["column"]): r for r in records}
+
+    def median(system: str, column: str) -> float | None:
+        s = by.get((system, column), {}).get("summary", {}).get("jobs_per_s")
+        return None if s is None else float(s["median"])
+
+    parts = []
+    for column in ("W2", "W2@100"):
+        mine = median("stackshift", column)
+        if not mine:
+            continue
+        said = [f"{column}: {_fmt(mine)}"]
+        raw = median("raw-jobs", column)
+        if raw:
+            said.append(f"{mine / raw:.2f}× raw-jobs")
+        for light in (False, True):
+            peers = {
+                r["system"]: m
+                for r in records
+                if r["column"] == column
+                and r["system"] not in ("stackshift", "raw", "raw-jobs")
+                and r["system"].endswith("-light") == light
+                and (m := median(r["system"], column))
+            }
+            if peers:
+                best = max(peers, key=lambda p: peers[p])
+                said.append(f"{mine / peers[best]:.2f}× {best} ({_fmt(peers[best])})")
+        parts.append(", ".join(said))
+    if not parts:
+        return ""
+    return "stackshift W2 (medians): " + "; ".join(parts)
+
+
 def table(records: list[dict[str, Any]]) -> str:
     """Markdown tables: rows are systems, cells median (min–max)."""
     parts = [
@@ -153,8 +231,13 @@ def table(records: list[dict[str, Any]]) -> str:
         _one(records, COSTS),
         _one(records, EVENTS),
         _one(records, TIME),
+        _one(records, COST),
+        _one(records, COST_100),
+        commands(records, "W12"),
+        commands(records, "W12@100"),
         ratios(records),
         ratios(records, baseline="raw-jobs"),
         ratios(records, system="stackshift-metrics", baseline="stackshift"),
+        targets(records),
     ]
     return "\n\n".join(p for p in parts if p)

@@ -19,6 +19,17 @@ VENVS = Path(__file__).resolve().parent / ".venvs"
 class Peer:
     packages: tuple[str, ...]
     module: str
+    venv: str = ""  # the venv it runs in (default: its own name)
+
+
+# Each peer in its lightest documented set-up too (results not kept; see each
+# adapter's docstring), in the same venv: ``<peer>-light``.
+LIGHT = {
+    "arq-light": "bench.peers.arq_light",
+    "saq-light": "bench.peers.saq_light",
+    "streaq-light": "bench.peers.streaq_light",
+    "taskiq-light": "bench.peers.taskiq_light",
+}
 
 
 PEERS = {
@@ -32,12 +43,20 @@ PEERS = {
         "bench.peers.taskiq_peer",
     ),
 }
+PEERS |= {
+    name: dataclasses.replace(
+        PEERS[name.removesuffix("-light")],
+        module=module,
+        venv=name.removesuffix("-light"),
+    )
+    for name, module in LIGHT.items()
+}
 
 
 def ensure_venv(peer: str) -> Path:
     """The peer venv's python, creating the venv and installing it if needed."""
     spec = PEERS[peer]
-    root = VENVS / peer
+    root = VENVS / (spec.venv or peer)
     python = root / "bin" / "python"
     stamp = root / ".bench-installed"
     wanted = "\n".join(spec.packages)

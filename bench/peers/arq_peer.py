@@ -1,5 +1,9 @@
 """arq as a system under test (bench/.venvs/arq). Defaults kept: max_jobs 10,
-poll_delay 0.5 s, results kept 1 h; jobs live in a sorted set, not a stream."""
+poll_delay 0.5 s, results kept 1 h; jobs live in a sorted set, not a stream.
+
+``arq-light`` (arq_light.py): its lightest documented set-up, the worker's
+``keep_result=0`` ("the result is not kept") and ``log_results=False``; the
+poll delay stays (a shorter one is faster but polls Redis more, not lighter)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class ArqAdapter(driver.Adapter):
     name = "arq"
     module = "bench.peers.arq_peer"
     default_concurrency = 10
+    light = False  # arq-light: results neither kept nor logged
 
     def __init__(self) -> None:
         self._pool: Any = None
@@ -73,6 +78,7 @@ class ArqAdapter(driver.Adapter):
             redis_settings=self._settings(),
             max_jobs=concurrency,
             handle_signals=False,
+            **({"keep_result": 0, "log_results": False} if self.light else {}),
         )
         await worker.main()
 
@@ -80,6 +86,12 @@ class ArqAdapter(driver.Adapter):
         return {
             name: metadata.version(name) for name in ("arq", "redis", "hiredis")
         } | {"python": sys.version.split()[0]}
+
+
+class ArqLightAdapter(ArqAdapter):
+    name = "arq-light"
+    module = "bench.peers.arq_light"
+    light = True
 
 
 if __name__ == "__main__":

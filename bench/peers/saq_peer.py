@@ -1,6 +1,10 @@
 """SAQ as a system under test (bench/.venvs/saq). Defaults kept: concurrency
 10; no bulk enqueue API (``map`` waits for results), so W1b runs concurrent
-enqueues."""
+enqueues.
+
+``saq-light`` (saq_light.py): its lightest documented set-up, jobs enqueued
+with ``ttl=-1`` ("-1 means disabled": the job's record and result are deleted
+when it finishes, instead of kept 600 s)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,11 @@ class SaqAdapter(driver.Adapter):
     name = "saq"
     module = "bench.peers.saq_peer"
     default_concurrency = 10
+    light = False  # saq-light: nothing kept once a job finishes
+
+    @property
+    def _job(self) -> dict[str, Any]:
+        return {"ttl": -1} if self.light else {}
 
     def __init__(self) -> None:
         self._queue: Any = None
@@ -41,10 +50,12 @@ class SaqAdapter(driver.Adapter):
             await queue.disconnect()
 
     async def enqueue(self, enqueued_at: float) -> None:
-        await self._queue.enqueue("noop", t=enqueued_at)
+        await self._queue.enqueue("noop", t=enqueued_at, **self._job)
 
     async def enqueue_many(self, n: int) -> None:
-        await _bulk.concurrent(n, lambda: self._queue.enqueue("noop", t=0.0))
+        await _bulk.concurrent(
+            n, lambda: self._queue.enqueue("noop", t=0.0, **self._job)
+        )
 
     async def queued(self) -> int:
         return int(await self._queue.count("queued"))
@@ -74,6 +85,12 @@ class SaqAdapter(driver.Adapter):
         return {
             name: metadata.version(name) for name in ("saq", "redis", "hiredis")
         } | {"python": sys.version.split()[0]}
+
+
+class SaqLightAdapter(SaqAdapter):
+    name = "saq-light"
+    module = "bench.peers.saq_light"
+    light = True
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """streaq as a system under test (bench/.venvs/streaq). Defaults kept:
 concurrency 16, pickle serializer; it speaks to Redis through coredis (the job's
-own work uses redis-py, like every other system's)."""
+own work uses redis-py, like every other system's).
+
+``streaq-light`` (streaq_light.py): its lightest documented set-up, tasks
+registered with ``ttl=0`` (no result stored) and ``silent=True`` (no task
+logs)."""
 
 from __future__ import annotations
 
@@ -25,12 +29,14 @@ def _worker(concurrency: int = 16) -> Any:
     )
 
 
-def _register(worker: Any) -> tuple[Any, Any]:
-    @worker.task(name="noop")
+def _register(worker: Any, light: bool = False) -> tuple[Any, Any]:
+    options: dict[str, Any] = {"ttl": 0, "silent": True} if light else {}
+
+    @worker.task(name="noop", **options)
     async def noop(t: float) -> None:
         await common.do_work(t)
 
-    @worker.task(name="step")
+    @worker.task(name="step", **options)
     async def step(i: int) -> int:
         return await common.step_work(i)
 
@@ -41,6 +47,7 @@ class StreaqAdapter(driver.Adapter):
     name = "streaq"
     module = "bench.peers.streaq_peer"
     default_concurrency = 16
+    light = False  # streaq-light: no results stored, no task logs
 
     def __init__(self) -> None:
         self._worker: Any = None
@@ -48,7 +55,7 @@ class StreaqAdapter(driver.Adapter):
 
     async def open(self) -> None:
         self._worker = _worker()
-        self._noop, self._step = _register(self._worker)
+        self._noop, self._step = _register(self._worker, self.light)
         self._ctx = self._worker.__asynccontextmanager__()
         await self._ctx.__aenter__()
 
@@ -88,7 +95,7 @@ class StreaqAdapter(driver.Adapter):
 
     async def serve(self, concurrency: int, mode: str = "") -> None:
         worker = _worker(concurrency)
-        _register(worker)
+        _register(worker, self.light)
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run_async)
 
@@ -97,6 +104,12 @@ class StreaqAdapter(driver.Adapter):
             name: metadata.version(name)
             for name in ("streaq", "coredis", "redis", "hiredis")
         } | {"python": sys.version.split()[0]}
+
+
+class StreaqLightAdapter(StreaqAdapter):
+    name = "streaq-light"
+    module = "bench.peers.streaq_light"
+    light = True
 
 
 if __name__ == "__main__":

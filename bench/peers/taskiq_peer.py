@@ -1,7 +1,13 @@
 """taskiq with taskiq-redis as a system under test (bench/.venvs/taskiq):
 ``RedisStreamBroker`` with ``RedisAsyncResultBackend``, run programmatically
 with the CLI's default of 100 concurrent tasks. No bulk enqueue API, so W1b runs
-concurrent ``kiq`` calls."""
+concurrent ``kiq`` calls.
+
+``taskiq-light`` (taskiq_light.py): its lightest documented set-up, the same
+broker without a result backend (taskiq's default, a dummy that stores
+nothing). Not ``ListQueueBroker``: it pops with ``BRPOP`` and has no
+acknowledgement, so a worker that dies loses its tasks (no peer here is
+compared in a set-up that can lose work)."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+import redis.asyncio as aioredis
 from taskiq.api import run_receiver_task
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
@@ -19,9 +26,11 @@ from bench.workloads import common, driver
 STREAM = "taskiq"  # the broker's default queue (stream) name
 
 
-def _broker() -> Any:
+def _broker(light: bool = False) -> Any:
     url = common.bench_url()
-    broker = RedisStreamBroker(url).with_result_backend(RedisAsyncResultBackend(url))
+    broker = RedisStreamBroker(url)
+    if not light:
+        broker = broker.with_result_backend(RedisAsyncResultBackend(url))
 
     @broker.task(task_name="noop")
     async def noop(t: float) -> None:
@@ -38,12 +47,13 @@ class TaskiqAdapter(driver.Adapter):
     name = "taskiq"
     module = "bench.peers.taskiq_peer"
     default_concurrency = 100
+    light = False  # taskiq-light: no result backend
 
     def __init__(self) -> None:
         self._broker: Any = None
 
     async def open(self) -> None:
-        self._broker, self._noop, self._step = _broker()
+        self._broker, self._noop, self._step = _broker(self.light)
         await self._broker.startup()
 
     async def close(self) -> None:
@@ -58,7 +68,9 @@ class TaskiqAdapter(driver.Adapter):
         await _bulk.concurrent(n, lambda: self._noop.kiq(0.0))
 
     async def queued(self) -> int:
-        return int(await common.client().xlen(STREAM))
+        # Not common.client(): that is the jobs' own (another server in W12).
+        async with aioredis.Redis.from_url(common.bench_url()) as r:
+            return int(await r.xlen(STREAM))
 
     async def chain(self, steps: int) -> None:
         for i in range(steps):
@@ -66,7 +78,7 @@ class TaskiqAdapter(driver.Adapter):
             await task.wait_result(timeout=60)
 
     async def serve(self, concurrency: int, mode: str = "") -> None:
-        broker, _, _ = _broker()
+        broker, _, _ = _broker(self.light)
         await broker.startup()
         await run_receiver_task(broker, max_async_tasks=concurrency)
         await asyncio.Event().wait()
@@ -76,6 +88,12 @@ class TaskiqAdapter(driver.Adapter):
             name: metadata.version(name)
             for name in ("taskiq", "taskiq-redis", "redis", "hiredis")
         } | {"python": sys.version.split()[0]}
+
+
+class TaskiqLightAdapter(TaskiqAdapter):
+    name = "taskiq-light"
+    module = "bench.peers.taskiq_light"
+    light = True
 
 
 if __name__ == "__main__":

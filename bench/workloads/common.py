@@ -17,6 +17,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 URL_ENV = "BENCH_REDIS_URL"
+# Where the jobs' own work and the cell's marks go, when not to the system's
+# Redis: W12 (cost.py) measures the system's server alone, so the jobs' INCRs
+# and the marks live on another one. Unset: the system's Redis, as before.
+WORK_URL_ENV = "BENCH_WORK_URL"
 
 DONE = "bench:done"  # INCR by every job
 TARGET = "bench:target"  # the count at which the cell ends
@@ -39,6 +43,11 @@ def bench_url() -> str:
     return url
 
 
+def work_url() -> str:
+    """The Redis of the jobs' own work and of the marks (see WORK_URL_ENV)."""
+    return os.environ.get(WORK_URL_ENV) or bench_url()
+
+
 def client() -> Any:
     """This process's own connection to the bench Redis, for the jobs' work.
 
@@ -50,7 +59,7 @@ def client() -> Any:
     global _client
     if _client is None:
         _client = aioredis.Redis.from_url(
-            bench_url(), socket_timeout=None, socket_connect_timeout=None
+            work_url(), socket_timeout=None, socket_connect_timeout=None
         )
     return _client
 

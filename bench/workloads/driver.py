@@ -11,7 +11,8 @@ every system does the same Redis-side work and is measured the same way:
   from marks the jobs write (see common.py), then check the counter is exactly N;
 - W3 paces enqueues at an idle worker, W4 awaits multi-step runs one by one,
   W7 reads Redis ``used_memory`` and the worker's RSS;
-- events and durable time (W8-W11, W4i) are in events.py.
+- events and durable time (W8-W11, W4i) are in events.py; W12 (what a run
+  costs Redis: commands, bytes, CPU) in cost.py.
 
 Invoked as ``python -m bench.<...>.<system> cell '<json>'`` (prints one JSON
 line) or ``... worker <concurrency> [<mode>]`` (a worker process for the cell;
@@ -430,8 +431,10 @@ WORKLOADS: dict[str, Workload] = {
 
 
 async def run_cell(a: Adapter, params: dict[str, Any]) -> dict[str, Any]:
-    from . import events  # here: events imports this module
+    from . import cost, events  # here: they import this module
 
+    if params["workload"] == "W12":  # its own servers and clients (cost.py)
+        return await cost.w12(a, params)
     workload = WORKLOADS.get(params["workload"]) or events.WORKLOADS[params["workload"]]
     r = aioredis.Redis.from_url(common.bench_url())
     await a.open()
@@ -443,11 +446,22 @@ async def run_cell(a: Adapter, params: dict[str, Any]) -> dict[str, Any]:
         await r.aclose()
 
 
+def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run; on uvloop with ``$BENCH_LOOP=uvloop`` (bench.profile's
+    comparisons: stackshift's worker picks uvloop itself when installed)."""
+    if os.environ.get("BENCH_LOOP") == "uvloop":
+        import uvloop  # the project's venv only
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
+
+
 def main(adapter: Adapter, argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.<...>.<system>``."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["worker"]:
-        asyncio.run(adapter.serve(int(args[1]), args[2] if len(args) > 2 else ""))
+        _run_loop(adapter.serve(int(args[1]), args[2] if len(args) > 2 else ""))
         return 0
     if args[:1] == ["cell"]:
         params = json.loads(args[1])
