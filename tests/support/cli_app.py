@@ -22,3 +22,11 @@ async def shout_job(ctx: JobContext[dict[str, str]]) -> str:
 @app.job("refuse", retries=0)
 async def refuse(ctx: JobContext[Any]) -> None:
     raise NonRetriableError("refused on purpose")
+
+
+@app.job("collector")
+async def collector(ctx: JobContext[Any]) -> dict[str, Any]:
+    """How the worker process's garbage collector is set."""
+    import gc
+
+    return {"thresholds": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
