@@ -1,13 +1,13 @@
-"""Waiting for runs to finish: one pub/sub subscription per app and event loop,
-shared by every ``RunHandle.result()`` in that loop (workers publish on the
-queue's ``finished`` channel from the scripts that end a run)."""
+"""Waiting for runs to finish: one pub/sub listener per app and event loop,
+shared by every ``RunHandle.result()`` in that loop (the scripts that end a
+run SPUBLISH its id on the queue's ``finished`` channel; store/pubsub.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -15,6 +15,7 @@ from ..errors import JobFailed, StackshiftError
 from ..logs import get_logger
 from ..serialization import RunStatus, error_decoder
 from .keys import queue_of_run
+from .pubsub import Listener
 
 if TYPE_CHECKING:
     from . import Store
@@ -40,15 +41,15 @@ async def wait_for_result(store: Store, run_id: str, timeout: float) -> bytes | 
 
 
 class ResultWaiter:
-    """One pub/sub subscription of one event loop, shared by every
+    """One pub/sub listener of one event loop, shared by every
     ``RunHandle.result()`` waiting in it."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._events: dict[str, set[asyncio.Event]] = {}
-        self._pubsub: Any = None
+        self._pubsub: Listener | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._channels: dict[str, asyncio.Event] = {}  # channel -> subscribed
+        self._channels: set[str] = set()
 
     async def wait(self, run_id: str, timeout: float) -> bytes | None:  # noqa: ASYNC109
         event = asyncio.Event()
@@ -91,52 +92,56 @@ class ResultWaiter:
 
     async def _subscribe(self, queue: str) -> None:
         channel = self.store.keys.queue(queue).finished
-        ready = self._channels.get(channel)
-        if ready is None:
-            ready = self._channels[channel] = asyncio.Event()
+        if channel not in self._channels:
+            self._channels.add(channel)
             if self._pubsub is None:
-                self._pubsub = self.store.client.pubsub()
+                self._pubsub = Listener(self.store.client, poll=self.store.memory)
             await self._pubsub.subscribe(channel)
             if self._listener is None or self._listener.done():
                 self._listener = asyncio.create_task(self._listen())
-        # Wait for the server's confirmation, so no publish can slip past us.
-        with anyio.move_on_after(2.0):
-            await ready.wait()
+        # Wait for the server's confirmation (the listener task reads it), so
+        # that no publish can slip past us.
+        if self._pubsub is not None:
+            await self._pubsub.confirmed(channel)
 
     async def _listen(self) -> None:
         while self._pubsub is not None:
             try:
-                message = await self._pubsub.get_message(timeout=RESULT_RECHECK_SECONDS)
+                message = await self._pubsub.next(timeout=RESULT_RECHECK_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost: the recheck covers the gap
                 log.warning("result_listener_error", error=str(exc))
                 await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    await self._pubsub.subscribe(*self._channels)
+                await self._listen_again()
                 continue
-            if not message:
+            if message is None:
                 continue
-            kind = message.get("type")
-            if kind in (b"subscribe", "subscribe"):
-                channel = message["channel"]
-                name = channel.decode() if isinstance(channel, bytes) else channel
-                if name in self._channels:
-                    self._channels[name].set()
-            elif kind in (b"message", "message"):
-                data = message["data"]
-                run_id = data.decode() if isinstance(data, bytes) else str(data)
-                for event in self._events.get(run_id, ()):
-                    event.set()
+            data = message[1]
+            run_id = data.decode() if isinstance(data, bytes) else str(data)
+            for event in self._events.get(run_id, ()):
+                event.set()
+
+    async def _listen_again(self) -> None:
+        """A new listener on the channels (a node may have failed over)."""
+        old, self._pubsub = (
+            self._pubsub,
+            Listener(self.store.client, poll=self.store.memory),
+        )
+        if old is not None:
+            await old.aclose()
+        with contextlib.suppress(Exception):
+            await self._pubsub.subscribe(*self._channels)
+        for waiting in self._events.values():  # what ended meanwhile is re-read
+            for event in waiting:
+                event.set()
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
+            await asyncio.wait([self._listener])  # (see pubsub._Feed.close)
             self._listener = None
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+            await pubsub.aclose()
         self._channels.clear()

@@ -9,7 +9,6 @@ on its own every few seconds, and lease renewals carry cancel requests too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import anyio
 
 from ..logs import get_logger
 from ..store import Store
+from ..store.pubsub import Listener
 
 log = get_logger("stackshift.worker")
 
@@ -44,38 +44,33 @@ class Notices:
             self._channels[q.cancel_channel] = ("cancel", queue)
         started = False
         while True:
-            pubsub = self._store.client.pubsub()
+            listener = Listener(self._store.client, poll=self._store.memory)
             try:
-                await pubsub.subscribe(*self._channels)
+                await listener.subscribe(*self._channels)
                 if not started:
                     started = True
                     task_status.started()
                 else:
                     self._on_wake()  # wakes may have been missed meanwhile
-                await self._listen(pubsub)
+                await self._listen(listener)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost: subscribe again
                 log.warning("notices_lost", error=str(exc))
                 await anyio.sleep(RECONNECT_SECONDS)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                await listener.aclose()
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, listener: Listener) -> None:
         while True:
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=30.0
-            )
-            if not message or message.get("type") not in (b"message", "message"):
+            message = await listener.next(timeout=30.0)
+            if message is None:
                 continue
-            channel = message["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            name, data = message
             kind, queue = self._channels.get(name, ("", ""))
             if kind == "wake":
                 self._on_wake()
             elif kind == "cancel":
-                data = message["data"]
                 run_id = data.decode() if isinstance(data, bytes) else str(data)
                 if self._on_cancel(queue, run_id):
                     log.info("run_cancel_requested", run_id=run_id, queue=queue)

@@ -52,7 +52,7 @@ local function ended(f, run, steps, run_id, status, ttl, index, ...)
   redis.call('PEXPIRE', run, ttl)
   redis.call('PEXPIRE', steps, ttl)
   redis.call('ZADD', index, f.now, run_id)
-  redis.call('PUBLISH', f.finished, run_id)
+  redis.call('SPUBLISH', f.finished, run_id)
   count(f, status)
 end
 

@@ -25,7 +25,7 @@ local function add_timer(zset, due, member, wake)
   redis.call('ZADD', zset, due, member)
   if wake ~= '' then
     local head = redis.call('ZRANGE', zset, 0, 0)
-    if head[1] == member then redis.call('PUBLISH', wake, due) end
+    if head[1] == member then redis.call('SPUBLISH', wake, due) end
   end
 end
 

@@ -34,7 +34,7 @@ if (status == 'queued' or status == 'running') and entry then
     -- Delivered to a worker: only that worker can stop its handler.
     redis.call('HSET', run, 'cancel', f.now)
     redis.call('HSET', f.cancels, entry, run_id)
-    redis.call('PUBLISH', ARGV[9], run_id)
+    redis.call('SPUBLISH', ARGV[9], run_id)
     return {'requested'}
   end
   if redis.call('HEXISTS', run, 'job') == 0 then
