@@ -72,9 +72,7 @@ def cells(
     if "W4" in only:
         yield "W4", "W4", {"n": n(200, 3), "steps": 10, "seconds": max(3, 20 * scale)}
     if "W5" in only:
-        for procs in (1, 2, 4):
-            params = {"n": n(20_000), "concurrency": 100, "procs": procs}
-            yield "W5", f"W5x{procs}", params
+        yield from _w5_cells(n(20_000))
     if "W6" in only:
         measured = n(2_000, 50)
         for label, backlog in (("deep", n(200_000)), ("shallow", n(2_000, 50))):
@@ -88,6 +86,16 @@ def cells(
         yield "W12", "W12", {"n": n(10_000), "aof": aof}
         yield "W12", "W12@100", {"n": n(10_000), "concurrency": 100, "aof": aof}
     yield from _durable_cells(scale, only)
+
+
+def _w5_cells(n: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """W5: 1, 2 and 4 worker processes started one by one, then 2 and 4 under
+    the system's own supervisor (``stackshift worker --processes N``)."""
+    for procs in (1, 2, 4):
+        yield "W5", f"W5x{procs}", {"n": n, "concurrency": 100, "procs": procs}
+    for procs in (2, 4):
+        params = {"n": n, "concurrency": 100, "procs": procs, "supervised": True}
+        yield "W5", f"W5s{procs}", params
 
 
 def _durable_cells(

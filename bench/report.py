@@ -14,6 +14,8 @@ THROUGHPUT = [
     ("W5 1 proc", "W5x1", "jobs_per_s"),
     ("W5 2 procs", "W5x2", "jobs_per_s"),
     ("W5 4 procs", "W5x4", "jobs_per_s"),
+    ("W5 2 procs, supervised", "W5s2", "jobs_per_s"),
+    ("W5 4 procs, supervised", "W5s4", "jobs_per_s"),
 ]
 COSTS = [
     ("W3 p50 ms", "W3", "p50_ms"),

@@ -77,6 +77,9 @@ class StackshiftAdapter(driver.Adapter):
             "warning",
         ]
 
+    def supervised_argv(self, concurrency: int, procs: int) -> list[str]:
+        return [*self.worker_argv(concurrency), "--processes", str(procs)]
+
     # --- events and durable time ------------------------------------------------------
 
     async def add_waiters(self, event: str, keys: list[int | None]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -90,6 +91,11 @@ class Adapter(abc.ABC):
         argv = [sys.executable, "-m", self.module, "worker", str(concurrency)]
         return [*argv, mode] if mode else argv
 
+    def supervised_argv(self, concurrency: int, procs: int) -> list[str]:
+        """One command that runs ``procs`` worker processes under the system's
+        own supervisor (W5s), if it has one."""
+        raise Unsupported(f"{self.name} has no supervisor of worker processes")
+
     # --- events and durable time (events.py); the default: not supported -------
 
     has_direct: bool = False  # W8's one-hop floor (the raw baseline only)
@@ -132,9 +138,20 @@ class Workers:
     """Worker processes of one cell, terminated (SIGTERM, then SIGKILL) at exit."""
 
     def __init__(
-        self, adapter: Adapter, concurrency: int, procs: int = 1, mode: str = ""
+        self,
+        adapter: Adapter,
+        concurrency: int,
+        procs: int = 1,
+        mode: str = "",
+        *,
+        supervised: bool = False,
     ) -> None:
-        self._argv = adapter.worker_argv(concurrency, mode)
+        # supervised: one process, the system's supervisor of ``procs`` workers
+        if supervised:
+            self._argv = adapter.supervised_argv(concurrency, procs)
+            procs = 1
+        else:
+            self._argv = adapter.worker_argv(concurrency, mode)
         self._procs_wanted = procs
         self.procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
@@ -166,12 +183,22 @@ class Workers:
                 tail = log.read()[-3000:].decode(errors="replace")
                 raise CellError(f"worker exited with {proc.returncode}:\n{tail}")
 
+    def _pids(self) -> list[int]:
+        """The worker processes, and the children of each (a supervisor's)."""
+        pids = []
+        for proc in self.procs:
+            pids.append(proc.pid)
+            with contextlib.suppress(OSError, ValueError):
+                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                pids += [int(pid) for pid in children.read_text().split()]
+        return pids
+
     def rss_kb(self) -> int:
         """Largest resident set of the live worker processes, kB."""
         best = 0
-        for proc in self.procs:
+        for pid in self._pids():
             try:
-                text = Path(f"/proc/{proc.pid}/status").read_text()
+                text = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
             for line in text.splitlines():
@@ -184,9 +211,9 @@ class Workers:
         far: schedstat's nanoseconds on a CPU, not /proc/<pid>/stat's 10 ms
         ticks, which cannot tell an idle second from one with 9 ms of work."""
         total = 0
-        for proc in self.procs:
+        for pid in self._pids():
             try:
-                tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
                 for task in tasks:
                     total += int((task / "schedstat").read_text().split()[0])
             except (OSError, ValueError):
@@ -291,9 +318,12 @@ async def drain(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
     n = int(p["n"])
     concurrency = int(p.get("concurrency") or a.default_concurrency)
     procs = int(p.get("procs", 1))
+    supervised = bool(p.get("supervised"))
+    if supervised:
+        a.supervised_argv(concurrency, procs)  # Unsupported before any work
     await a.enqueue_many(n)
     await set_target(r, n)
-    with Workers(a, concurrency, procs) as workers:
+    with Workers(a, concurrency, procs, supervised=supervised) as workers:
         end = await wait_end(r, workers, _timeout(n))
         first = float(await r.get(common.FIRST))
         rss = workers.rss_kb()
@@ -304,6 +334,7 @@ async def drain(a: Adapter, r: Any, p: dict[str, Any]) -> dict[str, Any]:
         "checked": done,
         "concurrency": concurrency,
         "procs": procs,
+        "supervised": supervised,
         "worker_rss_mb": rss / 1024,
     }
 

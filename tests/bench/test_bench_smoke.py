@@ -51,6 +51,9 @@ def test_every_workload_runs_exactly_n_jobs(
             {"workload": workload} | params,
         )
         assert "error" not in result, (column, result)
+        if "skipped" in result:  # W5s: a system without a supervisor
+            assert column.startswith("W5s") and system != "stackshift", result
+            continue
         if workload == "W6":
             assert result["checked"] >= _expected(workload, params, result), (
                 column,
