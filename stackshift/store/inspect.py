@@ -25,9 +25,11 @@ LISTED = (
     RunStatus.FAILED,
     RunStatus.CANCELLED,
 )
-# Run ids looked at per page at most when filtering by job: a page may come
-# back short (with a cursor) rather than read a whole queue.
+# When filtering by job, a page reads at most this many run ids, for at most
+# this long: it may come back short (with a cursor to go on from) rather than
+# read a whole queue for a rare job (the dashboard's pages stay under 200 ms).
 SCAN_PER_PAGE = 5000
+SCAN_SECONDS = 0.1
 # Run ids read per round trip when filtering by job: only their job names are
 # read (or taken from their stream entries), and whole runs only for matches.
 JOB_FILTER_READ = 500
@@ -42,10 +44,10 @@ class InspectStore(EnqueueStore):
         q = self.keys.queue(queue)
         with mapped_errors("get_run"):
             pipe = self.client.pipeline(transaction=False)
+            pipe.hget(*q.queued_index(run_id))  # first: see run_outcome
             pipe.hgetall(q.run(run_id))
             pipe.hgetall(q.steps(run_id))
-            pipe.hget(*q.queued_index(run_id))
-            run, steps, indexed = await pipe.execute()
+            indexed, run, steps = await pipe.execute()
         if not run and indexed:  # queued, no record until it starts
             run = {b"status": b"queued", b"entry": indexed}
         if not run:
@@ -74,14 +76,14 @@ class InspectStore(EnqueueStore):
             pipe = self.client.pipeline(transaction=False)
             for run_id in run_ids:
                 q = self.keys.queue(queue_of_run(run_id))
+                pipe.hget(*q.queued_index(run_id))  # first: see run_outcome
                 pipe.hgetall(q.run(run_id))
                 pipe.hgetall(q.steps(run_id))
-                pipe.hget(*q.queued_index(run_id))
             replies = await pipe.execute()
         found: list[tuple[str, dict[str, str], dict[str, str]]] = []
         entries: list[tuple[str, str]] = []  # (queue, entry id) still to read
         for i, run_id in enumerate(run_ids):
-            run, steps, indexed = replies[3 * i : 3 * i + 3]
+            indexed, run, steps = replies[3 * i : 3 * i + 3]
             if not run and indexed:
                 run = {b"status": b"queued", b"entry": indexed}
             fields = {as_str(k): as_str(v) for k, v in run.items()}
@@ -141,10 +143,11 @@ class InspectStore(EnqueueStore):
         at, _, inner = (cursor or "0/").partition("/")
         index = int(at) if at.isdigit() else 0
         out: list[RunInfo] = []
-        while index < len(stored) and len(out) < limit:
+        budget = _Budget(SCAN_PER_PAGE, time.monotonic() + SCAN_SECONDS)
+        while index < len(stored) and len(out) < limit and not budget.spent():
             page, inner_next = await self._list_stored(
                 stored[index], status=status, job=job, limit=limit - len(out),
-                cursor=inner or None,
+                cursor=inner or None, budget=budget,
             )  # fmt: skip
             out += page
             if inner_next is None:
@@ -161,6 +164,7 @@ class InspectStore(EnqueueStore):
         job: str | None,
         limit: int,
         cursor: str | None,
+        budget: _Budget,
     ) -> tuple[list[RunInfo], str | None]:
         statuses = list(LISTED) if status is None else [RunStatus(status)]
         at, position = 0, ""
@@ -168,11 +172,14 @@ class InspectStore(EnqueueStore):
             name, _, position = cursor.partition(":")
             at = statuses.index(RunStatus(name))
         out: list[RunInfo] = []
-        scanned = 0
         count = limit if job is None else JOB_FILTER_READ
-        while at < len(statuses) and len(out) < limit and scanned < SCAN_PER_PAGE:
+        # A job filter may read past many runs of other jobs: within its
+        # budget, then a short page and the cursor to go on from.
+        while at < len(statuses) and len(out) < limit:
+            if job is not None and budget.spent():
+                break
             page, done = await self._page_ids(queue, statuses[at], position, count)
-            scanned += len(page)
+            budget.left -= len(page)
             valid = [row[0] for row in page if _is_run_id(row[0], queue)]
             if job is not None:
                 valid = await self._maybe_of_job(valid, job, page)
@@ -309,10 +316,14 @@ class InspectStore(EnqueueStore):
         """(status, result JSON, error JSON) of a run; status '' if unknown."""
         q = self.keys.queue(queue_of_run(run_id))
         with mapped_errors("run_outcome"):
+            # The index before the record: a start (start.lua) writes the record
+            # and drops the index in one script, which may run between these
+            # two reads; read the other way round, a run that starts between
+            # them would look like no run at all.
             pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(q.run(run_id), "status", "result", "error")
             pipe.hexists(*q.queued_index(run_id))
-            (status, result, error), indexed = await pipe.execute()
+            pipe.hmget(q.run(run_id), "status", "result", "error")
+            indexed, (status, result, error) = await pipe.execute()
         if not status and indexed:
             return "queued", None, None
         return (as_str(status) if status else ""), result, error
@@ -464,6 +475,17 @@ class _StoredRead:
     stats: QueueStats
     group: bool  # the consumer group exists
     delivered: str  # its last-delivered entry id ("0-0" without a group)
+
+
+@dataclasses.dataclass(slots=True)
+class _Budget:
+    """What one page of a filtered listing may read: run ids, and time."""
+
+    left: int
+    until: float  # time.monotonic()
+
+    def spent(self) -> bool:
+        return self.left <= 0 or time.monotonic() > self.until
 
 
 def _summed(queue: str, parts: list[QueueStats]) -> QueueStats:

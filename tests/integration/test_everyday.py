@@ -259,6 +259,30 @@ async def test_a_rare_job_is_found_among_many_runs_of_other_jobs(
     assert all(r.job == "rare" for r in seen)
 
 
+async def test_a_job_filter_reads_a_bounded_number_of_runs_per_page(
+    app: Stackshift, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its budget a filtered page comes back short, with a cursor that
+    goes on where it stopped: no page reads a whole queue for a rare job."""
+    from stackshift.store import inspect
+
+    monkeypatch.setattr(inspect, "SCAN_PER_PAGE", 1000)
+    queue = app.queue("bounded")
+    rare = await queue.enqueue("rare", {})
+    await queue.enqueue_many("common", [{}] * 3000)
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page, cursor = await app.store.list_runs(
+            "bounded", job="rare", limit=10, cursor=cursor
+        )
+        pages.append([r.run_id for r in page])
+        if cursor is None:
+            break
+    assert len(pages) >= 3  # 3,001 queued runs, at most 1,000 read per page
+    assert [run_id for page in pages for run_id in page] == [rare.run_id]
+
+
 async def test_runs_page_through_ten_thousand_runs(app: Stackshift) -> None:
     """Paging over a deep queue: every run once, newest first, in pages."""
     handles = await app.queue("deep").enqueue_many("a", [{}] * 10_000)
