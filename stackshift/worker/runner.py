@@ -37,7 +37,7 @@ from ..store import (
     StartResult,
     Store,
 )
-from ..store.keys import time_of_run
+from ..store.keys import split_partition, time_of_run
 from .lease import Inflight, LeaseKeeper
 from .slots import Slots
 
@@ -284,7 +284,9 @@ class Runner:
             state=state,
             run_id=attempt.run_id,
             attempt=attempt.number,
-            queue=attempt.queue,
+            # The queue's name, as the run was enqueued on it (RunInfo.queue,
+            # RunHandle.queue): a partition ("emails:3") is not a queue name.
+            queue=split_partition(attempt.queue)[0],
             job=spec.name,
             correlation_id=attempt.correlation_id,
             log=attempt.log,

@@ -97,3 +97,26 @@ async def test_children_events_and_crons_on_a_partitioned_queue(
 
         runs = await wait_until(made, message="the run the event made")
     assert len(runs) == 1 and runs[0].result == "pong"
+
+
+async def test_a_handler_on_a_partition_sees_its_queue_by_name(
+    app: Stackshift,
+) -> None:
+    """DESIGN §1 and §8: ``ctx.queue`` is the queue the run was enqueued on,
+    also when the queue is partitioned (not ``emails:3``, which is no queue
+    name): a handler can enqueue onto ``app.queue(ctx.queue)``."""
+    emails = app.queue("emails", partitions=4)
+
+    @app.job("where")
+    async def where(ctx: JobContext[dict[str, int]]) -> str:
+        if ctx.payload["n"] == 0:  # a follow-up run on the same queue, by name
+            await app.queue(ctx.queue).enqueue("where", {"n": 1})
+        return ctx.queue
+
+    handles = await emails.enqueue_many("where", [{"n": 0} for _ in range(8)])
+    await app.run_until_idle(["emails"])
+    runs = await app.store.get_runs([h.run_id for h in handles])
+    assert len({run.partition for run in runs if run is not None}) > 1
+    assert [await h.result(timeout=10) for h in handles] == ["emails"] * 8
+    followed = [r async for r in app.runs("emails", status="completed", limit=None)]
+    assert len(followed) == 16 and {r.result for r in followed} == {"emails"}
