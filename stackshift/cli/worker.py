@@ -312,7 +312,11 @@ async def _supervise(args: argparse.Namespace) -> int:
         return extra
 
     supervisor = Supervisor(
-        argv, args.processes, grace_period=args.grace_period, own=own
+        argv,
+        args.processes,
+        grace_period=args.grace_period,
+        own=own,
+        burst=args.burst,
     )
     return await supervisor.run()
 

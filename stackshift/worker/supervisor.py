@@ -6,7 +6,9 @@ plain ``stackshift worker`` with the same options and a consumer name of its
 own), restarts a child that dies (after a backoff that grows while it keeps
 dying), and on SIGTERM/SIGINT passes the signal on and waits for every child
 to drain (a second signal is passed on too: the children hand their runs back
-at once). It runs no jobs itself.
+at once). With ``--burst``, a child that exits 0 found its queues empty: it is
+not restarted, and the supervisor exits once every child has. It runs no jobs
+itself.
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ class _Child:
     process: asyncio.subprocess.Process | None = None
     started: float = 0.0
     backoff: float = 0.0
+    done: bool = False  # burst: it exited 0, its queues empty
 
 
 class Supervisor:
     """Runs ``processes`` children of ``argv`` (a ``stackshift worker`` command
     line without ``--processes``), each with the options ``own(n)`` gives child
-    ``n`` (its consumer name, health file, metrics port)."""
+    ``n`` (its consumer name, health file, metrics port). ``burst``: the
+    children run with ``--burst``; one that exits 0 is done, not restarted."""
 
     def __init__(
         self,
@@ -69,8 +73,10 @@ class Supervisor:
         *,
         grace_period: float,
         own: Callable[[int], list[str]] = lambda n: [],
+        burst: bool = False,
     ) -> None:
         self._argv = argv
+        self._burst = burst
         self._children = [_Child(i) for i in range(processes)]
         self._grace = grace_period
         self._own = own
@@ -78,7 +84,8 @@ class Supervisor:
         self._signals = 0
 
     async def run(self) -> int:
-        """Until a signal stops every child; the exit status (0: all drained)."""
+        """Until a signal stops every child (or, in burst mode, every child has
+        exited 0); the exit status (0: all drained)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -106,6 +113,14 @@ class Supervisor:
             child.started = time.monotonic()
             status = await child.process.wait()
             if self._stopping.is_set():
+                return
+            if self._burst and status == 0:  # its queues are empty: done
+                child.done = True
+                log.info(
+                    "worker_process_done", index=child.index, pid=child.process.pid
+                )
+                if all(c.done for c in self._children):
+                    self._stopping.set()
                 return
             lived = time.monotonic() - child.started
             child.backoff = (

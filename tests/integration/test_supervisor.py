@@ -53,6 +53,27 @@ async def test_a_supervisor_runs_restarts_and_drains_its_workers(
     assert len(supervisor.logged("worker_stopped")) == 2
 
 
+async def test_a_supervisor_in_burst_mode_exits_once_its_workers_have(
+    app: Stackshift, workers: Workers
+) -> None:
+    """DESIGN §1 and §8 together: ``--burst`` exits once the queues are empty,
+    also under ``--processes N``: a child that exits 0 is done, not restarted
+    as if it had crashed."""
+    run_ids = await enqueue_steps(app, "supb", 6, steps=1)
+    supervisor = workers.start_module(
+        "supb", "stackshift", "worker", "tests.apps.durable:app", "--queue", "supb",
+        "--processes", "2", "--name", "supb", "--burst", "--log-format", "json",
+    )  # fmt: skip
+    assert await supervisor.wait_exit(within=60) == 0, supervisor.tail()
+    assert all(r.status == "completed" for r in await wait_finished(app, run_ids))
+    assert not supervisor.logged("worker_process_died")
+    assert len(supervisor.logged("worker_process_started")) == 2
+    assert {line["index"] for line in supervisor.logged("worker_process_done")} == {
+        0,
+        1,
+    }
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
