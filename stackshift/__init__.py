@@ -13,6 +13,7 @@ from .errors import (
     StoreError,
     UnknownJobError,
 )
+from .job import Job
 from .queue import Queue, RunHandle
 from .serialization import (
     AttemptInfo,
@@ -32,6 +33,7 @@ __all__ = [
     "ErrorInfo",
     "EventReceipt",
     "InvalidNameError",
+    "Job",
     "JobContext",
     "JobFailed",
     "JobTimeoutError",

@@ -12,6 +12,11 @@ def test_contract_names_are_exported() -> None:
         "NonRetriableError",
         "JobFailed",
         "RunInfo",
+        "Job",  # DESIGN §6: @app.job returns a Job
+        "Queue",
+        "RunHandle",  # DESIGN §6: RunHandle[ImportResult]
+        "RunStatus",
+        "Worker",
     ]:
         assert name in stackshift.__all__
         assert getattr(stackshift, name) is not None
@@ -34,3 +39,14 @@ def test_job_failed_carries_its_details_and_message() -> None:
         "bad thing",
     )
     assert "bad thing" in str(exc)
+
+
+def test_app_job_returns_the_exported_job_type() -> None:
+    app = stackshift.Stackshift("memory://exports")
+
+    @app.job("typed", queue="uploads")
+    async def typed(ctx: stackshift.JobContext[dict[str, int]]) -> int:
+        return ctx.payload["n"]
+
+    assert isinstance(typed, stackshift.Job)
+    assert typed.queue == "uploads"

@@ -7,7 +7,7 @@ from typing import Any, assert_type
 
 import msgspec
 
-from stackshift import JobContext, RunHandle, RunInfo, Stackshift
+from stackshift import Job, JobContext, RunHandle, RunInfo, Stackshift
 
 app = Stackshift("memory://")
 
@@ -53,6 +53,7 @@ async def enqueue_side() -> None:
 
 
 async def typed_handles() -> None:
+    assert_type(typed, Job[Payment, dict[str, bool]])
     handle = await typed.enqueue(Payment("p_1"))
     assert_type(handle, RunHandle[dict[str, bool]])
     assert_type(await handle.result(timeout=5), dict[str, bool])
