@@ -55,7 +55,7 @@ from .context import LeaseLost, RunSuspended
 from .errors import StoreError
 from .logs import get_logger
 from .observe import AttemptInfo, StepDone, hooks_of
-from .store.keys import GROUP
+from .store.keys import GROUP, split_partition
 
 if TYPE_CHECKING:
     from .app import Stackshift
@@ -197,11 +197,14 @@ class _Consumer:
         # some span must not make every run a child of it.
         parent = _PROPAGATOR.extract(carrier, context=Context())
         creation = trace.get_current_span(parent).get_span_context()
-        attributes = {
+        # The queue by its name (as the send span has it), also for a run in
+        # one of its partitions: the partition is an attribute of its own.
+        queue, partition = split_partition(info.queue)
+        attributes: dict[str, str | int] = {
             **self._common,
             "messaging.operation.type": "process",
             "messaging.operation.name": "process",
-            "messaging.destination.name": info.queue,
+            "messaging.destination.name": queue,
             "messaging.consumer.group.name": GROUP,
             "messaging.client.id": info.consumer,
             "messaging.message.id": info.run_id,
@@ -209,8 +212,10 @@ class _Consumer:
             "stackshift.job": info.job,
             "stackshift.attempt": info.number,
         }
+        if partition is not None:
+            attributes["messaging.destination.partition.id"] = str(partition)
         span = self._tracer.start_span(
-            f"process {info.queue}",
+            f"process {queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,

@@ -197,6 +197,34 @@ async def test_a_child_run_is_traced_under_the_attempt_that_invoked_it(
     assert {s.context.trace_id for s in processes} == {first.context.trace_id}
 
 
+async def test_a_run_in_a_partition_is_processed_under_its_queues_name(
+    app: Stackshift, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """DESIGN §7: a CONSUMER span ``process <queue>``, and §8: a partitioned
+    queue is one queue. The partition is an attribute, not part of the name."""
+
+    @app.job("echo")
+    async def echo(ctx: JobContext[Any]) -> int:
+        return 1
+
+    instrument(app, tracer_provider=provider)
+    handles = await app.queue("pt", partitions=3).enqueue_many("echo", [{}] * 6)
+    async with running_worker(app, ["pt"]):
+        assert [await h.result(timeout=10) for h in handles] == [1] * 6
+        await wait_until(lambda: len(spans(exporter, "process pt")) == 6)
+
+    processes = spans(exporter, "process pt")
+    assert not [s.name for s in exporter.get_finished_spans() if ":" in s.name]
+    attributes = [dict(s.attributes or {}) for s in processes]
+    assert {a["messaging.destination.name"] for a in attributes} == {"pt"}
+    runs = await app.store.get_runs([h.run_id for h in handles])
+    by_run = {r.run_id: str(r.partition) for r in runs if r is not None}
+    assert {
+        str(a["messaging.message.id"]): a["messaging.destination.partition.id"]
+        for a in attributes
+    } == by_run
+
+
 async def test_enqueue_many_is_one_send_span_whose_context_every_run_keeps(
     app: Stackshift, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
