@@ -3,15 +3,17 @@ dashboard. Nothing here writes to Redis."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from ..serialization import RunInfo, RunStatus, run_info_from_hash
 from .enqueue import EnqueueStore
-from .keys import GROUP, queue_of_run
+from .keys import GROUP, QueueKeys, queue_of_run
 from .records import TRACE_FIELDS, QueueGauges, QueueStats, as_str, mapped_errors
 
 # The order runs are listed in when no status is given: in flight first, then
@@ -36,6 +38,9 @@ JOB_FILTER_READ = 500
 
 # (run id, the position after it, its job if the index holding it says)
 _Row = tuple[str, str, str | None]
+# What orders a run in its status across partitions: (its entry id's ms, run
+# id) in the stream, (score, run id) in a sorted set.
+_Key = tuple[float, str]
 
 
 class InspectStore(EnqueueStore):
@@ -136,10 +141,16 @@ class InspectStore(EnqueueStore):
         (the stream), suspended and scheduled runs soonest due first (their
         timer sets), ended runs newest first (completed, failed, cancelled:
         sets by when they ended). Without ``status``, in that order. A
-        partitioned queue's partitions are listed one after the other.
+        partitioned queue's runs come in that same order, as one queue's
+        would: its partitions' pages are merged.
 
         Returns the runs and the cursor of the next page (None: no more)."""
         stored = await self._stored_of(queue)
+        if len(stored) > 1:
+            return await self._list_merged(
+                stored, status=status, job=job, limit=limit, cursor=cursor,
+                budget=_Budget(SCAN_PER_PAGE, time.monotonic() + SCAN_SECONDS),
+            )  # fmt: skip
         at, _, inner = (cursor or "0/").partition("/")
         index = int(at) if at.isdigit() else 0
         out: list[RunInfo] = []
@@ -197,6 +208,86 @@ class InspectStore(EnqueueStore):
         more = at < len(statuses)
         return out, (f"{statuses[at]}:{position}" if more else None)
 
+    async def _list_merged(
+        self,
+        stored: list[str],
+        *,
+        status: RunStatus | None,
+        job: str | None,
+        limit: int,
+        cursor: str | None,
+        budget: _Budget,
+    ) -> tuple[list[RunInfo], str | None]:
+        """``_list_stored`` over the partitions of one queue at once: each
+        status's runs in one order (what orders them in each partition: the
+        stream entry id, the set's score), by a merge of the partitions'
+        pages. The cursor is the status and each partition's position in it."""
+        statuses = list(LISTED) if status is None else [RunStatus(status)]
+        at, positions = 0, [""] * len(stored)
+        if cursor:
+            name, _, joined = cursor.partition(":")
+            at = statuses.index(RunStatus(name))
+            given = joined.split(",")
+            if len(given) == len(stored):
+                positions = given
+        out: list[RunInfo] = []
+        count = limit if job is None else JOB_FILTER_READ
+        while at < len(statuses) and len(out) < limit:
+            merge = _Merge(self._keyed_page, stored, statuses[at], positions, count)
+            left_over = False  # runs the merge gave that this page has no room for
+            while len(out) < limit:
+                if job is not None and budget.spent():
+                    break
+                batch = await merge.next(count)
+                if not batch:
+                    break
+                budget.left -= len(batch)
+                rows = [row for _, row in batch]
+                valid = [r[0] for p, r in batch if _is_run_id(r[0], stored[p])]
+                if job is not None:
+                    valid = await self._maybe_of_job(valid, job, rows)
+                found = dict(zip(valid, await self.get_runs(valid), strict=True))
+                for n, (p, (run_id, after, _job)) in enumerate(batch, 1):
+                    positions[p] = after  # the next page starts after this run
+                    run = found.get(run_id)
+                    if run is not None and (job is None or run.job == job):
+                        out.append(run)
+                        if len(out) == limit:
+                            left_over = n < len(batch)
+                            break
+            if left_over or not merge.finished():
+                break
+            at, positions = at + 1, [""] * len(stored)
+        if at >= len(statuses):
+            return out, None
+        return out, f"{statuses[at]}:{','.join(positions)}"
+
+    async def _keyed_page(
+        self, queue: str, status: RunStatus, position: str, count: int
+    ) -> tuple[list[tuple[_Key, _Row]], bool]:
+        """``_page_ids`` with what orders each row in its status: its entry
+        id (the stream) or its score (a set), as a key that compares across
+        partitions (larger first where the status lists newest first)."""
+        if status in (RunStatus.RUNNING, RunStatus.QUEUED):
+            with mapped_errors("list runs"):
+                page, done = await self._stream_page(queue, status, position, count)
+            # An entry id's sequence counts within one stream only: within a
+            # millisecond, the run id (sortable by creation) orders them.
+            keyed: list[tuple[_Key, _Row]] = [
+                ((float(row[1].partition("-")[0]), row[0]), row) for row in page
+            ]
+            return keyed, done
+        zset, newest_first = _ordered_set(self.keys.queue(queue), status)
+        start = int(position or 0)
+        read = self.client.zrevrange if newest_first else self.client.zrange
+        with mapped_errors("list runs"):
+            ids = await read(zset, start, start + count - 1, withscores=True)
+        keyed = [
+            ((float(score), as_str(i)), (as_str(i), str(start + n + 1), None))
+            for n, (i, score) in enumerate(ids)
+        ]
+        return keyed, len(ids) < count
+
     async def _maybe_of_job(
         self, run_ids: list[str], job: str, page: list[_Row]
     ) -> list[str]:
@@ -223,13 +314,7 @@ class InspectStore(EnqueueStore):
         with mapped_errors("list runs"):
             if status in (RunStatus.RUNNING, RunStatus.QUEUED):
                 return await self._stream_page(queue, status, position, count)
-            zset, newest_first = {
-                RunStatus.SUSPENDED: (q.suspended, False),
-                RunStatus.SCHEDULED: (q.delayed, False),
-                RunStatus.COMPLETED: (q.completed, True),
-                RunStatus.FAILED: (q.dead, True),
-                RunStatus.CANCELLED: (q.cancelled, True),
-            }[status]
+            zset, newest_first = _ordered_set(q, status)
             start = int(position or 0)
             read = self.client.zrevrange if newest_first else self.client.zrange
             ids = await read(zset, start, start + count - 1)
@@ -514,6 +599,79 @@ def _fill_from_entry(fields: dict[str, str], carried: dict[str, str]) -> None:
     if "c" in carried:
         fields.setdefault("correlation_id", carried["c"])
     fields["created_at"] = fields["entry"].partition("-")[0]
+
+
+def _ordered_set(q: QueueKeys, status: RunStatus) -> tuple[str, bool]:
+    """The sorted set that holds a queue's runs in ``status``, and whether it
+    is listed newest (highest score) first."""
+    return {
+        RunStatus.SUSPENDED: (q.suspended, False),
+        RunStatus.SCHEDULED: (q.delayed, False),
+        RunStatus.COMPLETED: (q.completed, True),
+        RunStatus.FAILED: (q.dead, True),
+        RunStatus.CANCELLED: (q.cancelled, True),
+    }[status]
+
+
+# (queue as stored, status, position, count) -> a page of rows with their
+# keys, and whether that status has no more: InspectStore._keyed_page.
+_KeyedRead = Callable[
+    [str, RunStatus, str, int], Awaitable[tuple[list[tuple[_Key, _Row]], bool]]
+]
+
+
+class _Merge:
+    """The runs of one status over a queue's partitions, in one order: a
+    page of each partition is read ahead, and the run that comes first of
+    their first ones is taken, one at a time."""
+
+    def __init__(
+        self,
+        read: _KeyedRead,
+        stored: list[str],
+        status: RunStatus,
+        positions: list[str],
+        count: int,
+    ) -> None:
+        self._read = read
+        self._stored = stored
+        self._status = status
+        # Newest first: the stream's statuses and the ended ones.
+        self._largest = status not in (RunStatus.SUSPENDED, RunStatus.SCHEDULED)
+        self._reads = list(positions)  # where each partition's next page starts
+        self._ahead: list[collections.deque[tuple[_Key, _Row]]] = [
+            collections.deque() for _ in stored
+        ]
+        self._ended = [False] * len(stored)  # nothing after what is read ahead
+        self._count = count
+
+    async def next(self, count: int) -> list[tuple[int, _Row]]:
+        """Up to ``count`` more runs, in order, each with its partition."""
+        batch: list[tuple[int, _Row]] = []
+        while len(batch) < count:
+            for p, ahead in enumerate(self._ahead):
+                if not ahead and not self._ended[p]:
+                    page, done = await self._read(
+                        self._stored[p], self._status, self._reads[p], self._count
+                    )
+                    ahead.extend(page)
+                    if page:
+                        self._reads[p] = page[-1][1][1]
+                    self._ended[p] = done or not page
+            heads = [p for p, ahead in enumerate(self._ahead) if ahead]
+            if not heads:
+                break
+            pick = max if self._largest else min
+            first = pick(heads, key=lambda p: self._ahead[p][0][0])
+            batch.append((first, self._ahead[first].popleft()[1]))
+        return batch
+
+    def finished(self) -> bool:
+        """Whether every run of the status was given out."""
+        return all(
+            ended and not ahead
+            for ended, ahead in zip(self._ended, self._ahead, strict=True)
+        )
 
 
 def _is_run_id(run_id: str, queue: str) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from stackshift import ConfigError, JobContext, RunStatus, Stackshift
+from stackshift import ConfigError, JobContext, NonRetriableError, RunStatus, Stackshift
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
 
@@ -120,3 +121,65 @@ async def test_a_handler_on_a_partition_sees_its_queue_by_name(
     assert [await h.result(timeout=10) for h in handles] == ["emails"] * 8
     followed = [r async for r in app.runs("emails", status="completed", limit=None)]
     assert len(followed) == 16 and {r.result for r in followed} == {"emails"}
+
+
+async def test_a_partitioned_queues_runs_are_listed_as_one_queues_would_be(
+    any_app: Stackshift,
+) -> None:
+    """DESIGN §6: ``app.runs(queue, status=...)`` gives RunInfo newest first,
+    and §8 makes a partitioned queue one queue: its partitions' runs are
+    merged into that order (they were listed one partition after the other)."""
+    app = any_app
+    orders = app.queue("orders", partitions=3)
+
+    @app.job("ok")
+    async def ok(ctx: JobContext[dict[str, int]]) -> int:
+        return ctx.payload["n"]
+
+    @app.job("no")
+    async def no(ctx: JobContext[dict[str, int]]) -> None:
+        raise NonRetriableError("no")
+
+    ended = []  # each run ends before the next is made
+    for n in range(8):
+        ended.append(await orders.enqueue("ok" if n % 2 else "no", {"n": n}))
+        await app.run_until_idle(["orders"], concurrency=1)
+    delays = [40, 10, 30, 20]
+    scheduled = [
+        await orders.enqueue("ok", {"n": m}, delay=timedelta(minutes=m)) for m in delays
+    ]
+    queued = [await orders.enqueue("ok" if n % 2 else "no", {"n": n}) for n in range(7)]
+    stored = await app.store.get_runs([h.run_id for h in ended + scheduled + queued])
+    assert {run.partition for run in stored if run is not None} == {0, 1, 2}
+
+    def ids(handles: list[Any]) -> list[str]:
+        return [h.run_id for h in handles]
+
+    async def listed(**options: Any) -> list[str]:
+        return [r.run_id async for r in app.runs("orders", limit=None, **options)]
+
+    newest_queued = ids(queued[::-1])
+    soonest = ids([scheduled[delays.index(m)] for m in sorted(delays)])
+    completed, failed = ids(ended[1::2][::-1]), ids(ended[0::2][::-1])
+    assert await listed(status="queued") == newest_queued
+    assert await listed(status="scheduled") == soonest
+    assert await listed(status="completed") == completed
+    assert await listed(status="failed") == failed
+    everything = newest_queued + soonest + completed + failed
+    assert await listed() == everything
+    oks = ids(queued[1::2][::-1]) + soonest + completed
+    assert await listed(job="ok") == oks
+
+    # Page by page, the cursor goes on where the last page stopped.
+    for limit, job in [(1, None), (2, None), (3, None), (2, "ok")]:
+        paged: list[str] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await app.store.list_runs(
+                "orders", job=job, limit=limit, cursor=cursor
+            )
+            assert len(page) <= limit
+            paged += [run.run_id for run in page]
+            if cursor is None:
+                break
+        assert paged == (everything if job is None else oks), (limit, job)
