@@ -49,8 +49,11 @@ class Stackshift:
     """A stackshift app: enqueue runs, define jobs, inspect runs.
 
     Args:
-        url: ``redis://``, ``rediss://``, ``unix://`` or ``memory://`` (embedded,
-            one process). Default: ``$STACKSHIFT_REDIS_URL``, else
+        url: ``redis://``, ``rediss://`` (TLS), ``unix://``,
+            ``redis+cluster://host:port`` or ``rediss+cluster://`` (Redis
+            Cluster), ``redis+sentinel://host:26379/service-name`` (a
+            Sentinel-managed primary), or ``memory://`` (embedded, one
+            process). Default: ``$STACKSHIFT_REDIS_URL``, else
             ``redis://localhost:6379/0``.
         prefix: prefix of every key (default ``$STACKSHIFT_PREFIX`` or ``stackshift:``).
         idempotency_ttl: how long an idempotency key holds (default 24 h).
