@@ -28,7 +28,7 @@ async def main(args: argparse.Namespace) -> None:
     import anyio
     import structlog
 
-    from stackshift import JobContext, Stackshift
+    from stackshift import Stackshift
 
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
@@ -39,7 +39,7 @@ async def main(args: argparse.Namespace) -> None:
     drained = asyncio.Event()
 
     @app.job("noop")
-    async def noop(ctx: JobContext[Any]) -> None:
+    async def noop(ctx: Any) -> None:  # a name main() imports would not resolve
         left[0] -= 1
         if left[0] == 0:
             drained.set()

@@ -37,7 +37,7 @@ from ..store import (
     StartResult,
     Store,
 )
-from ..store.keys import split_partition, time_of_run
+from ..store.keys import time_of_run
 from .lease import Inflight, LeaseKeeper
 from .slots import Slots
 
@@ -286,7 +286,7 @@ class Runner:
             attempt=attempt.number,
             # The queue's name, as the run was enqueued on it (RunInfo.queue,
             # RunHandle.queue): a partition ("emails:3") is not a queue name.
-            queue=split_partition(attempt.queue)[0],
+            queue=attempt.queue.partition(":")[0],
             job=spec.name,
             correlation_id=attempt.correlation_id,
             log=attempt.log,
