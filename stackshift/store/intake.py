@@ -6,6 +6,7 @@ it, renewing leases, and the consumer group's upkeep."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -93,25 +94,32 @@ class IntakeStore(FinishStore):
         return out
 
     async def start_many(
-        self, entries: list[Entry], consumer: str
+        self, entries: list[Entry], consumer: str, early: Container[int] = ()
     ) -> list[StartResult]:
         """Start a batch of one queue's entries in one start.lua call, which
         also carries this consumer's finishes waiting to go out on that queue.
 
+        ``early``: the indexes of entries whose runs were started early
+        (``early_start``): only their outcome is wanted, and the script does
+        not send back the job and payload the worker has already.
         Entries without a usable run id come back as ``gone`` (to be buried).
         """
         if not entries:
             return []
         queue = entries[0].queue
         q = self.keys.queue(queue)
-        valid = [e for e in entries if _valid_run_entry(e)]
+        valid: list[Entry] = []
         keys, args = self._finish_shared(q, consumer)
         shared = (list(keys), list(args))
-        args += [self.settings.max_deliveries, len(valid)]
-        for entry in valid:
+        args += [self.settings.max_deliveries, 0]
+        for i, entry in enumerate(entries):
+            if not _valid_run_entry(entry):
+                continue
+            valid.append(entry)
             run_id = entry.run_id or ""
             keys += [q.run(run_id), q.steps(run_id), q.bucket(run_id)]
-            args += [entry.entry_id, run_id]
+            args += [entry.entry_id, run_id, "1" if i in early else "0"]
+        args[len(shared[1]) + 1] = len(valid)
         batcher = self._batcher_if_open()
         script = self._scripts["start"]
         carried = (
@@ -201,6 +209,8 @@ class IntakeStore(FinishStore):
         outcome = as_str(reply[0])
         if outcome != "ok":
             return StartResult(outcome)
+        if len(reply) == 2:  # started early: the worker has its lease and fields
+            return _STARTED_EARLY
         lease = Lease(
             entry.queue, entry.entry_id, int(reply[1]), entry.run_id or "", consumer
         )
@@ -260,6 +270,9 @@ class IntakeStore(FinishStore):
         """Delete ``consumer`` from the queue's group if it holds nothing."""
         stream = self.keys.queue(queue).stream
         return bool(int(await self._call("prune", [stream], [GROUP, consumer])))
+
+
+_STARTED_EARLY = StartResult("ok")
 
 
 def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:

@@ -51,7 +51,9 @@ class Dispatcher:
                 if started is not None and started.lease is not None:
                     early[i] = started.lease
                     self._spawn(started)
-        start = asyncio.ensure_future(self._store.start_many(entries, self._consumer))
+        start = asyncio.ensure_future(
+            self._store.start_many(entries, self._consumer, early)
+        )
         try:
             # Shielded: a shutdown cancels this loop, not the runs started early,
             # which learn from the script's reply whether they may go on.

@@ -69,8 +69,13 @@ async def test_writes_of_an_early_started_run_wait_for_its_start(
     # Given time to land, it does not: it waits (bounded, to see a non-event).
     done, _ = await asyncio.wait({completing}, timeout=0.3)
     assert not done
-    (started,) = await store.start_many([entry], "w1")
-    assert started.outcome == "ok"
+    # As the worker calls it: the run was started early, so only its outcome
+    # comes back (the script does not send job and payload back).
+    (started,) = await store.start_many([entry], "w1", early={0})
+    assert started.outcome == "ok" and started.run == {}
+    record = await store.client.hgetall(store.keys.queue("early").run(handle.run_id))
+    assert record[b"status"] == b"running" and record[b"job"] == b"job"
+    assert record[b"payload"] == b'{"n":1}' and record[b"attempt"] == b"1"
     store.confirm(lease, True)
     assert await asyncio.wait_for(completing, 5) is True
 

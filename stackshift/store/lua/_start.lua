@@ -6,7 +6,10 @@
 --                                     was cancelled before it ran); entry removed
 --   {'dead'}                          poison (delivered too often): dead-lettered
 --   {'ok', deliveries, run fields a runner needs (flat), steps (flat)}
--- f: the finish context (_finish.lua) of the queue; max: max deliveries.
+--   {'ok', deliveries}                a first start of a run the worker
+--                                     started early (it has the fields)
+-- f: the finish context (_finish.lua) of the queue; max: max deliveries;
+-- early: the worker started the run from its entry (intake.py early_start).
 
 -- The job, payload and correlation id an entry carries (enqueue.lua).
 local function carried(fields)
@@ -24,7 +27,7 @@ local function ack(f, entry)
   redis.call('XDEL', f.stream, entry)
 end
 
-local function start(f, max, run, steps, bucket, entry, run_id)
+local function start(f, max, run, steps, bucket, entry, run_id, early)
   local p = redis.call('XPENDING', f.stream, f.group, entry, entry, 1)
   if #p == 0 or p[1][2] ~= f.consumer then
     return {'lost'}
@@ -59,15 +62,20 @@ local function start(f, max, run, steps, bucket, entry, run_id)
       local record = {'job', job, 'payload', payload, 'created_at', created,
         'status', 'running', 'started_at', f.now, 'worker', f.consumer,
         'entry', entry, 'attempt', deliveries}
-      local fields = {'job', job, 'payload', payload, 'attempt', tostring(deliveries),
-        'created_at', tostring(created)}
       if correlation then
         record[#record + 1] = 'correlation_id'
         record[#record + 1] = correlation
+      end
+      redis.call('HSET', run, unpack(record))
+      if early then
+        return {'ok', deliveries}  -- the worker has the fields already
+      end
+      local fields = {'job', job, 'payload', payload, 'attempt', tostring(deliveries),
+        'created_at', tostring(created)}
+      if correlation then
         fields[#fields + 1] = 'correlation_id'
         fields[#fields + 1] = correlation
       end
-      redis.call('HSET', run, unpack(record))
       return {'ok', deliveries, fields, {}}
     end
     redis.call('HSET', run, 'job', job, 'payload', payload, 'created_at', created,
