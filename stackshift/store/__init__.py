@@ -32,12 +32,14 @@ from .records import (
     Entry,
     Finish,
     Finished,
+    Gate,
     Lease,
     QueueStats,
     Release,
     Retry,
     StartResult,
     Suspend,
+    may_run,
 )
 from .steps import StepStore
 
@@ -50,6 +52,7 @@ __all__ = [
     "Entry",
     "Finish",
     "Finished",
+    "Gate",
     "Lease",
     "QueueStats",
     "Release",
@@ -58,6 +61,7 @@ __all__ = [
     "StartResult",
     "Store",
     "StoreError",
+    "may_run",
     "Suspend",
     "Waiter",
 ]

@@ -15,15 +15,17 @@ from . import scripts as _scripts
 from .batching import Pending, fail_items, resolve_items
 from .commands import DirectCommands
 from .finish import FINISH_ARGS, FINISH_KEYS, FinishStore
-from .keys import GROUP, queue_of_run
+from .keys import GROUP
 from .records import (
+    NONE_REFUSED,
     Entry,
+    Gate,
     Lease,
     StartResult,
     as_str,
-    confirm,
     mapped_errors,
     pairs,
+    settle,
     store_error,
 )
 
@@ -113,7 +115,7 @@ class IntakeStore(FinishStore):
         shared = (list(keys), list(args))
         args += [self.settings.max_deliveries, 0]
         for i, entry in enumerate(entries):
-            if not _valid_run_entry(entry):
+            if not entry.names_a_run:
                 continue
             valid.append(entry)
             run_id = entry.run_id or ""
@@ -172,22 +174,26 @@ class IntakeStore(FinishStore):
         return reply
 
     @staticmethod
-    def early_start(entry: Entry, consumer: str) -> StartResult | None:
+    def early_start(
+        entry: Entry, consumer: str, gate: Gate | None = None
+    ) -> StartResult | None:
         """Start a run from its entry alone, if the entry carries it: a first
         delivery of a run enqueued to run now (enqueue.lua puts job and payload
         in the entry; no step can be recorded before a first start).
 
         The lease is provisional: ``start_many`` must still be called for the
-        entry, and ``confirm`` with its outcome; until then the run's writes
-        wait (``Lease.ready``). Returns None for any other entry.
+        entry, and ``gate`` (shared by the batch; a new one if None) settled
+        with its outcome (``settle``); until then the run's writes wait
+        (``Lease.ready``). Returns None for any other entry.
         """
         fields = entry.fields
         job, payload = fields.get(b"j"), fields.get(b"p")
-        if job is None or payload is None or not _valid_run_entry(entry):
+        if job is None or payload is None or not entry.names_a_run:
             return None
         run_id = entry.run_id or ""
-        ready = asyncio.get_running_loop().create_future()
-        lease = Lease(entry.queue, entry.entry_id, 1, run_id, consumer, ready)
+        if gate is None:
+            gate = asyncio.get_running_loop().create_future()
+        lease = Lease(entry.queue, entry.entry_id, 1, run_id, consumer, gate)
         run = {
             "job": job,
             "payload": payload,
@@ -199,9 +205,17 @@ class IntakeStore(FinishStore):
         return StartResult("ok", lease, run, {})
 
     @staticmethod
+    def settle(gate: Gate, refused: frozenset[str] | None) -> None:
+        """Settle a batch's early starts: the runs of the entries in
+        ``refused`` must stop and write nothing (None: all of them)."""
+        settle(gate, refused)
+
+    @staticmethod
     def confirm(lease: Lease, ok: bool) -> None:
-        """Settle an early start: its run may write (True) or must stop (False)."""
-        confirm(lease, ok)
+        """Settle the early start of a run alone in its gate: it may write
+        (True) or must stop (False)."""
+        if lease.ready is not None:
+            settle(lease.ready, NONE_REFUSED if ok else frozenset((lease.entry_id,)))
 
     def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
         if reply is None:
@@ -281,13 +295,3 @@ def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
         return {}
     it = iter(flat)
     return dict(zip(it, it, strict=True))
-
-
-def _valid_run_entry(entry: Entry) -> bool:
-    run_id = entry.run_id
-    if run_id is None:
-        return False
-    try:
-        return queue_of_run(run_id) == entry.queue
-    except ValueError:
-        return False

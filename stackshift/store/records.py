@@ -6,28 +6,51 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from ..errors import StoreError
+from ..errors import InvalidNameError, StoreError
+from .keys import queue_of_run
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class Entry:
-    """A stream entry delivered to this worker."""
+    """A stream entry delivered to this worker.
+
+    ``run_id``: the run it names (None: none, or not text); ``names_a_run``:
+    that run id is well formed and belongs to the entry's queue (else the
+    entry is buried). Both read once, when the entry is made."""
 
     queue: str
     entry_id: str
     fields: dict[bytes, bytes]
+    run_id: str | None = dataclasses.field(init=False, compare=False)
+    names_a_run: bool = dataclasses.field(init=False, compare=False)
 
-    @property
-    def run_id(self) -> str | None:
+    def __post_init__(self) -> None:
         raw = self.fields.get(b"r")
-        try:
-            return raw.decode() if raw is not None else None
-        except UnicodeDecodeError:
-            return None
+        run_id: str | None = None
+        if raw is not None:
+            with contextlib.suppress(UnicodeDecodeError):
+                run_id = raw.decode()
+        object.__setattr__(self, "run_id", run_id)
+        object.__setattr__(self, "names_a_run", _of_queue(run_id, self.queue))
+
+
+def _of_queue(run_id: str | None, queue: str) -> bool:
+    if run_id is None:
+        return False
+    try:
+        return queue_of_run(run_id) == queue
+    except InvalidNameError:
+        return False
+
+
+# The start call that confirms a batch of runs started early: it resolves to
+# the entry ids of the batch that may not run, or None if none may (the call
+# failed). One future per batch, not per run.
+Gate: TypeAlias = asyncio.Future[frozenset[str] | None]
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -40,9 +63,11 @@ class Lease:
     run_id: str
     consumer: str
     # A run started from its entry alone (Store.early_start) before start.lua
-    # has confirmed it: resolves True once confirmed, False if it may not run.
-    # Store writes wait for it, so none lands before the run is marked started.
-    ready: asyncio.Future[bool] | None = dataclasses.field(default=None, compare=False)
+    # has confirmed it: the start call of its batch (one future for the
+    # batch), which resolves to the entry ids that may not run (None: none of
+    # the batch may). Store writes wait for it, so none lands before the run
+    # is marked started.
+    ready: Gate | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -172,21 +197,39 @@ def store_error(what: str, exc: RedisError) -> StoreError:
     return StoreError(f"{what}: {type(exc).__name__}: {text}")
 
 
-def confirm(lease: Lease, ok: bool) -> None:
-    """Settle an early start (intake.py): its run may write (True) or must
-    stop (False)."""
-    if lease.ready is not None and not lease.ready.done():
-        lease.ready.set_result(ok)
+NONE_REFUSED: frozenset[str] = frozenset()
+
+
+def settle(gate: Gate, refused: frozenset[str] | None) -> None:
+    """Settle a batch's early starts (intake.py): the entries in ``refused``
+    must stop and write nothing (None: every one of them); the others may go on."""
+    if not gate.done():
+        gate.set_result(refused)
+
+
+def may_run(lease: Lease) -> bool | None:
+    """Whether a run may write: True or False, or None while its start (an
+    early start's batch) is not settled yet."""
+    gate = lease.ready
+    if gate is None:
+        return True
+    if not gate.done():
+        return None
+    refused = None if gate.cancelled() else gate.result()
+    return refused is not None and lease.entry_id not in refused
 
 
 async def confirmed(lease: Lease) -> bool:
     """Whether the run may write: at once, unless it was started early and
     start.lua has not answered yet (then wait for it)."""
-    if lease.ready is None:
-        return True
-    if lease.ready.done():
-        return lease.ready.result()
-    return await asyncio.shield(lease.ready)
+    ok = may_run(lease)
+    if ok is None:
+        assert lease.ready is not None
+        # Shielded: the gate is the whole batch's; a cancelled waiter must
+        # not cancel it for the others.
+        await asyncio.shield(lease.ready)
+        ok = may_run(lease)
+    return bool(ok)
 
 
 # The record fields that keep the trace context of the enqueue that made a run

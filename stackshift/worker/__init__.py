@@ -271,7 +271,13 @@ class Worker:
         log.info("worker_stopped", consumer=self.consumer)
 
     def _lanes(self, observer: WorkerObserver | None) -> list[Lane]:
-        dispatcher = Dispatcher(self._store, self.consumer, self._slots, self._spawn)
+        dispatcher = Dispatcher(
+            self._store,
+            self.consumer,
+            self._slots,
+            self._spawn,
+            self._leases.stop_refused,
+        )
         return [
             Lane(
                 self._store,

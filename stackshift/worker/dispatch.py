@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import StoreError
 from ..logs import get_logger
 from ..serialization import ErrorInfo, encode
-from ..store import Entry, Lease, StartResult, Store
+from ..store import Entry, Gate, Lease, StartResult, Store
 from ..store.keys import new_run_id
 from .slots import Slots
 
@@ -30,11 +30,14 @@ class Dispatcher:
         consumer: str,
         slots: Slots,
         spawn: Callable[[StartResult], Any],
+        refuse: Callable[[Lease], Any],
     ) -> None:
         self._store = store
         self._consumer = consumer
         self._slots = slots
         self._spawn = spawn
+        # Stops a run started early that start.lua refused (if it is running).
+        self._refuse = refuse
 
     async def dispatch(self, entries: list[Entry], *, fresh: bool = False) -> None:
         """Slots for ``entries`` are already taken; each is given back when its
@@ -42,12 +45,14 @@ class Dispatcher:
 
         ``fresh``: the entries were just read (first deliveries). Those that
         carry their run start at once, while start.lua confirms them; their
-        writes wait for the confirmation (Store.early_start).
+        writes wait for the confirmation (one gate for the batch: Lease.ready).
         """
         early: dict[int, Lease] = {}
+        gate: Gate | None = None
         if fresh:
+            gate = asyncio.get_running_loop().create_future()
             for i, entry in enumerate(entries):
-                started = self._store.early_start(entry, self._consumer)
+                started = self._store.early_start(entry, self._consumer, gate)
                 if started is not None and started.lease is not None:
                     early[i] = started.lease
                     self._spawn(started)
@@ -62,29 +67,44 @@ class Dispatcher:
             # Shutdown: the entries not started early will not run here (the
             # worker hands them back); their slots are free again.
             self._slots.give(len(entries) - len(early))
-            start.add_done_callback(lambda done: self._confirm_late(done, early))
+            if gate is not None:
+                start.add_done_callback(
+                    lambda done: self._settle_late(done, gate, entries, early)
+                )
             raise
         except StoreError as exc:
             # Not started (or not known to be): early runs stop and write nothing;
             # the entries stay pending under this consumer, for a reclaimer.
-            for lease in early.values():
-                self._store.confirm(lease, False)
+            if gate is not None:
+                self._settle(gate, early, None)
             log.warning("start_failed", error=str(exc), entries=len(entries))
             self._slots.give(len(entries) - len(early))
             return
-        refused = []
+        if gate is not None:
+            refused = frozenset(
+                entries[i].entry_id for i in early if results[i].outcome != "ok"
+            )
+            self._settle(gate, early, refused)
+        refusals = []
         for i, (entry, result) in enumerate(zip(entries, results, strict=True)):
-            provisional = early.get(i)
-            if provisional is None:
-                if self._hand_over(result):
-                    continue
-            else:
-                # Already running; if it may not run, it stops and frees its slot.
-                self._store.confirm(provisional, result.outcome == "ok")
+            if i in early:
                 if result.outcome == "ok":
-                    continue
-            refused.append((entry, result))
-        await self._handle_refused(refused)
+                    continue  # already running, and confirmed
+            elif self._hand_over(result):
+                continue
+            refusals.append((entry, result))
+        await self._handle_refused(refusals)
+
+    def _settle(
+        self, gate: Gate, early: dict[int, Lease], refused: frozenset[str] | None
+    ) -> None:
+        """Settle the batch's early starts; stop those that may not run (a run
+        whose task has not begun yet sees the gate settled when it does)."""
+        self._store.settle(gate, refused)
+        if refused is None or refused:
+            for lease in early.values():
+                if refused is None or lease.entry_id in refused:
+                    self._refuse(lease)
 
     def _hand_over(self, result: StartResult) -> bool:
         """Spawn a started run, or free the slot of one that will not run. No
@@ -110,17 +130,24 @@ class Dispatcher:
                 reason="delivered too many times (poison)",
             )
 
-    def _confirm_late(
-        self, start: asyncio.Future[list[StartResult]], early: dict[int, Lease]
+    def _settle_late(
+        self,
+        start: asyncio.Future[list[StartResult]],
+        gate: Gate,
+        entries: list[Entry],
+        early: dict[int, Lease],
     ) -> None:
         """The read was cancelled (shutdown) while its start was in flight: settle
         the early runs by the reply. Entries not started early stay pending for
         the worker's hand-back."""
-        results = None if start.cancelled() or start.exception() else start.result()
-        for i, lease in early.items():
-            self._store.confirm(
-                lease, results is not None and results[i].outcome == "ok"
-            )
+        if start.cancelled() or start.exception() is not None:
+            self._settle(gate, early, None)
+            return
+        results = start.result()
+        refused = frozenset(
+            entries[i].entry_id for i in early if results[i].outcome != "ok"
+        )
+        self._settle(gate, early, refused)
 
     async def _bury(self, entry: Entry) -> None:
         run_id = new_run_id(entry.queue)

@@ -75,6 +75,13 @@ class LeaseKeeper:
         for inflight in list(self._inflight.values()):
             inflight.stop()
 
+    def stop_refused(self, lease: Lease) -> None:
+        """start.lua refused a run started early: stop it if it runs (one whose
+        task has not begun yet finds its gate settled when it does)."""
+        inflight = self._inflight.get((lease.queue, lease.entry_id))
+        if inflight is not None and inflight.lease is lease:
+            inflight.stop(lost=True)
+
     def cancel_run(self, queue: str, run_id: str) -> bool:
         """app.cancel() asked for this run: stop its handler if it runs here."""
         for inflight in list(self._inflight.values()):

@@ -36,6 +36,7 @@ from ..store import (
     Retry,
     StartResult,
     Store,
+    may_run,
 )
 from ..store.keys import time_of_run
 from .lease import Inflight, LeaseKeeper
@@ -98,6 +99,9 @@ class Runner:
         self._on_retry_scheduled = on_retry_scheduled
         # Metrics and traces (observe.py); None: off, and no work per run.
         self.observer: WorkerObserver | None = None
+        # ctx.log: one lazy proxy for every run (it follows the structlog
+        # configuration of the moment; a run's fields come from contextvars).
+        self._job_log = structlog.get_logger("stackshift.job")
 
     async def run(self, started: StartResult) -> None:
         """Run one attempt and record how it ended. Gives the run's slot back
@@ -118,18 +122,15 @@ class Runner:
     async def _run(
         self, started: StartResult, lease: Lease, inflight: Inflight
     ) -> None:
+        if may_run(lease) is False:
+            # Started early, and start.lua said no before this task began:
+            # nothing ran, nothing is written. (If it says no later, the
+            # dispatcher stops the run: LeaseKeeper.stop_refused.)
+            return
         fields = started.run
         job = fields.get("job", b"").decode()
         number = int(fields.get("attempt", b"1"))
         correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
-        if lease.ready is not None:  # started early: stop if start.lua says no
-            lease.ready.add_done_callback(
-                lambda ready: (
-                    None
-                    if not ready.cancelled() and ready.result()
-                    else inflight.stop(lost=True)
-                )
-            )
         began = time.monotonic()
         # Each run is a task of its own, with its own copy of the context: what
         # is bound here needs no unbinding, and reaches no other run.
@@ -152,7 +153,7 @@ class Runner:
             recorded=dict(started.steps),
             registry=self._app.registry,
             enqueue_child=self._enqueue_child,
-            log=structlog.get_logger("stackshift.job"),
+            log=self._job_log,
         )
         outcome = await self._attempt(attempt, started, inflight)
         ended = "runner_failed"
@@ -258,10 +259,8 @@ class Runner:
         lease: Lease,
         seconds: float,
     ) -> None:
-        ready = lease.ready
-        if ended == "lease_lost" and ready is not None and ready.done():
-            if not ready.cancelled() and not ready.result():
-                ended = "not_started"  # started early, then refused by start.lua
+        if ended == "lease_lost" and may_run(lease) is False:
+            ended = "not_started"  # started early, then refused by start.lua
         failed = outcome.exc if isinstance(outcome, Failed) else None
         observer.ended(ended, failed, seconds)
 

@@ -33,7 +33,9 @@ class Slots:
         self.free = concurrency
         self.finishing = 0  # handlers returned, outcomes being written
         self.reading = 0  # taken for reads in flight (a lane's blocking read)
-        self._freed = asyncio.Event()
+        # Futures of those waiting for a change (made only when someone waits:
+        # a change comes twice per run, a waiter about once per batch).
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def available(self) -> int:
@@ -43,13 +45,13 @@ class Slots:
     async def wait_free(self) -> int:
         """Wait for a free slot; while runs are in flight, for a batch's worth."""
         while self.available <= 0:
-            await self._freed.wait()
+            await self._changed()
         batch = max(1, int(self.total * FILL_FRACTION))
         if self.free < batch:  # runs are in flight: let a few more finish
             try:
                 async with asyncio.timeout(FILL_WAIT_SECONDS):
                     while self.free < batch:
-                        await self._freed.wait()
+                        await self._changed()
             except TimeoutError:
                 pass
         return self.available
@@ -84,8 +86,18 @@ class Slots:
         self._notify()
 
     def _notify(self) -> None:
-        self._freed.set()
-        self._freed = asyncio.Event()
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():  # not cancelled (a timeout)
+                    waiter.set_result(None)
+
+    async def _changed(self) -> None:
+        """Until the slots change (a slot given back, a write finished)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     @property
     def busy(self) -> int:
@@ -95,4 +107,4 @@ class Slots:
 
     async def wait_idle(self) -> None:
         while self.busy:
-            await self._freed.wait()
+            await self._changed()

@@ -13,7 +13,8 @@ import pytest
 
 from stackshift import JobContext, Stackshift
 from stackshift.queue import RunHandle
-from stackshift.store import Entry, Lease, StartResult
+from stackshift.store import Entry, Lease, StartResult, may_run
+from stackshift.store.records import confirmed
 from tests.support.store_ops import complete
 from tests.support.waiting import wait_until
 from tests.support.workers import running_worker
@@ -164,7 +165,8 @@ async def test_a_shutdown_during_a_start_frees_the_slots_and_settles_early_runs(
     slots = Slots(10)
     slots.take(len(entries))
     spawned: list[Any] = []
-    dispatcher = Dispatcher(store, "w1", slots, spawned.append)
+    refused: list[Any] = []
+    dispatcher = Dispatcher(store, "w1", slots, spawned.append, refused.append)
     dispatching = asyncio.ensure_future(dispatcher.dispatch(entries, fresh=True))
     await asyncio.wait_for(entered.wait(), 5)
     dispatching.cancel()  # the worker shuts down while start.lua is in flight
@@ -174,5 +176,45 @@ async def test_a_shutdown_during_a_start_frees_the_slots_and_settles_early_runs(
     # holds its own until it ends.
     assert slots.free == 9 and [s.lease.run_id for s in spawned] == [fresh.run_id]
     release.set()
-    ready = spawned[0].lease.ready
-    assert await asyncio.wait_for(asyncio.shield(ready), 5) is True
+    lease = spawned[0].lease
+    # Settled by the reply that came after the cancel: it may run.
+    assert await asyncio.wait_for(confirmed(lease), 5) is True
+    assert may_run(lease) is True and refused == []
+
+
+async def test_one_gate_per_batch_stops_only_the_runs_start_lua_refuses(
+    app: Stackshift,
+) -> None:
+    """The runs of a batch started early share one gate. One whose entry was
+    taken over by another worker between the read and start.lua is refused
+    (stopped, writes nothing); the others go on."""
+    from stackshift.worker.dispatch import Dispatcher
+    from stackshift.worker.slots import Slots
+
+    store = app.store
+    await store.ensure_group("early")
+    stream = store.keys.queue("early").stream
+    handles = [await app.queue("early").enqueue("job", {"n": n}) for n in range(3)]
+    entries = await store.read("early", "w1", 10, 100)
+    assert len(entries) == 3
+    # Another worker takes the second entry over before w1's start.lua runs.
+    await store.client.xclaim(stream, "stackshift", "w2", 0, [entries[1].entry_id])
+
+    slots = Slots(10)
+    slots.take(len(entries))
+    spawned: list[StartResult] = []
+    refused: list[Lease] = []
+    dispatcher = Dispatcher(store, "w1", slots, spawned.append, refused.append)
+    await dispatcher.dispatch(entries, fresh=True)
+
+    leases = [s.lease for s in spawned]
+    assert [lease.run_id for lease in leases if lease] == [h.run_id for h in handles]
+    gates = {id(lease.ready) for lease in leases if lease}
+    assert len(gates) == 1  # one future for the batch, not one per run
+    assert [may_run(lease) for lease in leases if lease] == [True, False, True]
+    assert [lease.run_id for lease in refused] == [handles[1].run_id]
+    # The refused run's write is refused too: nothing lands for it.
+    assert await complete(store, leases[1], b'"x"') is False  # type: ignore[arg-type]
+    assert await complete(store, leases[0], b'"ok"') is True  # type: ignore[arg-type]
+    first = await app.get_run(handles[0].run_id)
+    assert first is not None and first.status == "completed"
