@@ -284,9 +284,9 @@ async def test_an_event_routed_while_the_runs_start_is_slow_is_not_lost(
     gate = asyncio.Event()
     start_many = app.store.start_many
 
-    async def slow_start(entries: list[Any], consumer: str) -> Any:
+    async def slow_start(*args: Any) -> Any:
         await gate.wait()
-        return await start_many(entries, consumer)
+        return await start_many(*args)
 
     monkeypatch.setattr(app.store, "start_many", slow_start)
 
