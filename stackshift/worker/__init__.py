@@ -264,6 +264,7 @@ class Worker:
                 for task in self._run_tasks:  # only if the worker itself was cancelled
                     task.cancel()
             runs.cancel_scope.cancel()
+        self._runner.close()
         with anyio.CancelScope(shield=True):
             await self._hand_back_pending()
         if self._health is not None:

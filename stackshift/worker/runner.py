@@ -41,6 +41,7 @@ from ..store import (
 from ..store.keys import time_of_run
 from .lease import Inflight, LeaseKeeper
 from .slots import Slots
+from .timeouts import Timeouts
 
 if TYPE_CHECKING:
     from ..app import Stackshift
@@ -102,6 +103,11 @@ class Runner:
         # ctx.log: one lazy proxy for every run (it follows the structlog
         # configuration of the moment; a run's fields come from contextvars).
         self._job_log = structlog.get_logger("stackshift.job")
+        self._timeouts = Timeouts()
+
+    def close(self) -> None:
+        """The worker stops: cancel the timers of the jobs' timeouts."""
+        self._timeouts.close()
 
     async def run(self, started: StartResult) -> None:
         """Run one attempt and record how it ended. Gives the run's slot back
@@ -211,28 +217,28 @@ class Runner:
         except Exception as exc:
             return Failed(_error(exc, attempt.number), True, exc)
 
-    @staticmethod
     async def _call_handler(
-        spec: JobSpec, ctx: JobContext[Any], inflight: Inflight, attempt: int
+        self, spec: JobSpec, ctx: JobContext[Any], inflight: Inflight, attempt: int
     ) -> Any:
-        """Await the handler within the job's timeout. A timer that cancels the
-        run's task (Inflight.time_out), not asyncio.timeout: half the cost per
-        run, with the same semantics (a handler that swallows the cancellation
-        keeps its outcome; the job's own TimeoutError is an ordinary failure)."""
-        if spec.timeout is None:
+        """Await the handler within the job's timeout (timeouts.py: the worker's
+        timer cancels the run's task, Inflight.time_out), not asyncio.timeout:
+        a fraction of the cost per run, with the same semantics (a handler that
+        swallows the cancellation keeps its outcome; the job's own TimeoutError
+        is an ordinary failure)."""
+        limit = spec.timeout
+        if limit is None:
             return await spec.handler(ctx)
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(loop.time() + spec.timeout, inflight.time_out)
+        self._timeouts.start(limit, inflight)
         try:
             return await spec.handler(ctx)
         except asyncio.CancelledError:
             if not inflight.timed_out or inflight.stopping:
                 raise  # a stop (lease lost, shutdown, cancel), or not ours at all
             raise JobTimeoutError(
-                f"attempt {attempt} ran longer than the job's timeout ({spec.timeout:g} s)"
+                f"attempt {attempt} ran longer than the job's timeout ({limit:g} s)"
             ) from None
         finally:
-            timer.cancel()
+            self._timeouts.end(limit, inflight)
             if inflight.timed_out:
                 _consume_cancel()  # the timer's cancel request, whatever came of it
 
