@@ -45,10 +45,14 @@ end
 
 -- A run that has ended for good: completed, failed or cancelled. It is kept
 -- for `ttl`, listed in `index` (newest first, by when it ended) and announced
--- on the finished channel.
+-- on the finished channel. A completed run keeps no error of an earlier attempt.
 local function ended(f, run, steps, run_id, status, ttl, index, ...)
   redis.call('HSET', run, 'status', status, 'finished_at', f.now, ...)
-  redis.call('HDEL', run, 'cancel', 'waiting')
+  if status == 'completed' then
+    redis.call('HDEL', run, 'cancel', 'waiting', 'error')
+  else
+    redis.call('HDEL', run, 'cancel', 'waiting')
+  end
   redis.call('PEXPIRE', run, ttl)
   redis.call('PEXPIRE', steps, ttl)
   redis.call('ZADD', index, f.now, run_id)
@@ -179,7 +183,6 @@ local function leave(f, run, steps, bucket, kind, entry, deliveries, run_id, dat
     if recorded then return {'resolved', recorded} end
   elseif kind == 'complete' then
     ended(f, run, steps, run_id, 'completed', f.result_ttl, f.completed, 'result', data)
-    redis.call('HDEL', run, 'error')
   elseif kind == 'retry' then
     local due = f.now + tonumber(num)
     log_attempt(run, data)
