@@ -244,27 +244,30 @@ class Worker:
             jobs=self.app.registry.names(),
             event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
-        async with anyio.create_task_group() as runs:
-            runs.start_soon(self._leases.run)
-            if self._health is not None:
-                runs.start_soon(self._health.run)
-            async with anyio.create_task_group() as loops:
-                await loops.start(self._notices.run)
-                for lane in self._lanes(observer):
-                    loops.start_soon(self._until_done, lane.run)
-                loops.start_soon(self._scheduler.run)
-                loops.start_soon(self._router.run)
-                self._started = True
-                task_status.started()
-                await self._stop.wait()
-                loops.cancel_scope.cancel()
-            try:
-                await self._drain()
-            finally:
-                for task in self._run_tasks:  # only if the worker itself was cancelled
-                    task.cancel()
-            runs.cancel_scope.cancel()
-        self._runner.close()
+        try:
+            async with anyio.create_task_group() as runs:
+                runs.start_soon(self._leases.run)
+                if self._health is not None:
+                    runs.start_soon(self._health.run)
+                async with anyio.create_task_group() as loops:
+                    await loops.start(self._notices.run)
+                    for lane in self._lanes(observer):
+                        loops.start_soon(self._until_done, lane.run)
+                    loops.start_soon(self._scheduler.run)
+                    loops.start_soon(self._router.run)
+                    self._started = True
+                    task_status.started()
+                    await self._stop.wait()
+                    loops.cancel_scope.cancel()
+                try:
+                    await self._drain()
+                finally:
+                    # Only if the worker itself was cancelled.
+                    for task in self._run_tasks:
+                        task.cancel()
+                runs.cancel_scope.cancel()
+        finally:
+            self._runner.close()  # the jobs' timeout timers
         with anyio.CancelScope(shield=True):
             await self._hand_back_pending()
         if self._health is not None:
