@@ -36,10 +36,14 @@ async def test_each_run_times_out_at_its_own_deadline_with_one_timer_per_limit()
     began = loop.time()
     timeouts.start(0.2, first)
     second, second_task = await _running(2)
-    # The second run starts once the first has run a while: its deadline is
-    # later (the line's timer is armed at the first one's only).
-    await asyncio.sleep(0.1)  # (spacing the starts, not waiting for an outcome)
+    # The second run starts once the first has run a while (marked by a run
+    # with a shorter limit timing out): its deadline is later, and the line's
+    # timer is armed at the first one's only.
+    marker, marker_task = await _running(3)
+    timeouts.start(0.1, marker)
+    await _timed_out(marker_task)
     second_began = loop.time()
+    assert second_began - began >= 0.1 and not first.timed_out
     timeouts.start(0.2, second)
 
     at = await _timed_out(first_task)
@@ -70,7 +74,11 @@ async def test_close_leaves_no_timer() -> None:
     run, task = await _running(1)
     timeouts.start(0.05, run)
     timeouts.close()
-    # Past its deadline, nothing times it out: the timer went with close().
-    await asyncio.sleep(0.2)  # a non-event is checked after its time has passed
+    # A run with a later deadline, on timeouts still open, marks the moment
+    # the closed one's deadline has passed: nothing timed that one out.
+    later, later_task = await _running(2)
+    Timeouts().start(0.1, later)
+    await _timed_out(later_task)
+    assert later.timed_out
     assert not run.timed_out and not task.done()
     task.cancel()
