@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import msgspec
 
+from .. import durations
 from ..errors import StackshiftError
 
 if TYPE_CHECKING:
@@ -172,19 +173,16 @@ def when(value: datetime | None) -> str:
 def span(seconds: float) -> str:
     """A duration, as short as it reads well: ``4ms``, ``2.35s``, ``3m05s``,
     ``2h10m``, ``3d04h``."""
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    unit, count, rest = durations.split(max(0.0, seconds))
+    if unit == "ms":
+        return f"{count:.0f}ms"
+    if unit == "s":
+        return f"{count:.2f}s"
+    if unit == "m":
+        return f"{count:.0f}m{rest:02d}s"
+    if unit == "h":
+        return f"{count:.0f}h{rest:02d}m"
+    return f"{count:.0f}d{rest:02d}h"
 
 
 def json_text(value: Any) -> str:

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import jinja2
 import msgspec
 
+from .. import durations
+
 T = TypeVar("T")
 
 
@@ -41,18 +43,16 @@ def duration(value: timedelta | float | None) -> str:
     if value is None:
         return "—"
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
+    unit, count, rest = durations.split(seconds)
+    if unit == "ms":
+        return f"{count:.0f} ms"
+    if unit == "s":
+        return f"{count:.1f} s"
+    if unit == "m":
+        return f"{count:.0f} min {rest:02d} s"
+    if unit == "h":
+        return f"{count:.0f} h {rest:02d} min"
+    return f"{count:.0f} d {rest} h"
 
 
 def ago(value: datetime | None, now: datetime | None = None) -> str:
