@@ -43,6 +43,18 @@ _Row = tuple[str, str, str | None]
 _Key = tuple[float, str]
 
 
+def _listed(
+    status: RunStatus | None, cursor: str | None
+) -> tuple[list[RunStatus], int, str]:
+    """The statuses a listing goes through, which of them a cursor
+    (``<status>:<position>``) is at, and its position there ("" to start)."""
+    statuses = list(LISTED) if status is None else [RunStatus(status)]
+    if not cursor:
+        return statuses, 0, ""
+    name, _, position = cursor.partition(":")
+    return statuses, statuses.index(RunStatus(name)), position
+
+
 class InspectStore(EnqueueStore):
     async def get_run(self, run_id: str) -> RunInfo | None:
         queue = queue_of_run(run_id)
@@ -177,11 +189,7 @@ class InspectStore(EnqueueStore):
         cursor: str | None,
         budget: _Budget,
     ) -> tuple[list[RunInfo], str | None]:
-        statuses = list(LISTED) if status is None else [RunStatus(status)]
-        at, position = 0, ""
-        if cursor:
-            name, _, position = cursor.partition(":")
-            at = statuses.index(RunStatus(name))
+        statuses, at, position = _listed(status, cursor)
         out: list[RunInfo] = []
         count = limit if job is None else JOB_FILTER_READ
         # A job filter may read past many runs of other jobs: within its
@@ -222,14 +230,11 @@ class InspectStore(EnqueueStore):
         status's runs in one order (what orders them in each partition: the
         stream entry id, the set's score), by a merge of the partitions'
         pages. The cursor is the status and each partition's position in it."""
-        statuses = list(LISTED) if status is None else [RunStatus(status)]
-        at, positions = 0, [""] * len(stored)
-        if cursor:
-            name, _, joined = cursor.partition(":")
-            at = statuses.index(RunStatus(name))
-            given = joined.split(",")
-            if len(given) == len(stored):
-                positions = given
+        statuses, at, joined = _listed(status, cursor)
+        positions = [""] * len(stored)
+        given = joined.split(",")
+        if len(given) == len(stored):
+            positions = given
         out: list[RunInfo] = []
         count = limit if job is None else JOB_FILTER_READ
         while at < len(statuses) and len(out) < limit:
