@@ -17,7 +17,6 @@ from .commands import DirectCommands
 from .finish import FINISH_ARGS, FINISH_KEYS, FinishStore
 from .keys import GROUP
 from .records import (
-    NONE_REFUSED,
     Entry,
     Gate,
     Lease,
@@ -209,13 +208,6 @@ class IntakeStore(FinishStore):
         """Settle a batch's early starts: the runs of the entries in
         ``refused`` must stop and write nothing (None: all of them)."""
         settle(gate, refused)
-
-    @staticmethod
-    def confirm(lease: Lease, ok: bool) -> None:
-        """Settle the early start of a run alone in its gate: it may write
-        (True) or must stop (False)."""
-        if lease.ready is not None:
-            settle(lease.ready, NONE_REFUSED if ok else frozenset((lease.entry_id,)))
 
     def _start_result(self, entry: Entry, consumer: str, reply: Any) -> StartResult:
         if reply is None:

@@ -197,9 +197,6 @@ def store_error(what: str, exc: RedisError) -> StoreError:
     return StoreError(f"{what}: {type(exc).__name__}: {text}")
 
 
-NONE_REFUSED: frozenset[str] = frozenset()
-
-
 def settle(gate: Gate, refused: frozenset[str] | None) -> None:
     """Settle a batch's early starts (intake.py): the entries in ``refused``
     must stop and write nothing (None: every one of them); the others may go on."""

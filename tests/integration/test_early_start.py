@@ -77,7 +77,8 @@ async def test_writes_of_an_early_started_run_wait_for_its_start(
     record = await store.client.hgetall(store.keys.queue("early").run(handle.run_id))
     assert record[b"status"] == b"running" and record[b"job"] == b"job"
     assert record[b"payload"] == b'{"n":1}' and record[b"attempt"] == b"1"
-    store.confirm(lease, True)
+    assert lease.ready is not None
+    store.settle(lease.ready, frozenset())  # none of the batch refused
     assert await asyncio.wait_for(completing, 5) is True
 
     run = await app.get_run(handle.run_id)
@@ -93,7 +94,8 @@ async def test_an_early_started_run_that_may_not_run_writes_nothing(
     store = app.store
     handle, _entry, _early, lease = await read_and_start_early(app)
     completing = asyncio.ensure_future(complete(store, lease, b'"done"'))
-    store.confirm(lease, False)
+    assert lease.ready is not None
+    store.settle(lease.ready, frozenset({lease.entry_id}))  # this run refused
     assert await asyncio.wait_for(completing, 5) is False
     run = await app.get_run(handle.run_id)
     assert run is not None and run.status == "queued" and run.result is None
