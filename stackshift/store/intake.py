@@ -109,18 +109,14 @@ class IntakeStore(FinishStore):
             return []
         queue = entries[0].queue
         q = self.keys.queue(queue)
-        valid: list[Entry] = []
+        valid = [(i, e) for i, e in enumerate(entries) if e.names_a_run]
         keys, args = self._finish_shared(q, consumer)
         shared = (list(keys), list(args))
-        args += [self.settings.max_deliveries, 0]
-        for i, entry in enumerate(entries):
-            if not entry.names_a_run:
-                continue
-            valid.append(entry)
+        args += [self.settings.max_deliveries, len(valid)]
+        for i, entry in valid:
             run_id = entry.run_id or ""
             keys += [q.run(run_id), q.steps(run_id), q.bucket(run_id)]
             args += [entry.entry_id, run_id, "1" if i in early else "0"]
-        args[len(shared[1]) + 1] = len(valid)
         batcher = self._batcher_if_open()
         script = self._scripts["start"]
         carried = (
@@ -132,7 +128,7 @@ class IntakeStore(FinishStore):
             keys += item.item_keys or ()
             args += item.item_args
         reply = await self._call_carrying((script, keys, args), carried)
-        by_entry = dict(zip((e.entry_id for e in valid), reply[1], strict=True))
+        by_entry = dict(zip((e.entry_id for _, e in valid), reply[1], strict=True))
         return [
             self._start_result(e, consumer, by_entry.get(e.entry_id)) for e in entries
         ]
