@@ -305,18 +305,10 @@ class Worker:
     def _spawn(self, started: StartResult) -> None:
         # A plain asyncio task per run (cheaper than an anyio task-group child);
         # the worker tracks them, and waits for them at shutdown via its slots
-        # (the runner gives each run's slot back).
-        task = asyncio.get_running_loop().create_task(self._run_one(started))
+        # (the runner gives each run's slot back, and logs a failure of its own).
+        task = asyncio.get_running_loop().create_task(self._runner.run(started))
         self._run_tasks.add(task)
         task.add_done_callback(self._run_tasks.discard)
-
-    async def _run_one(self, started: StartResult) -> None:
-        try:
-            await self._runner.run(started)
-        except Exception:  # a bug of ours: the entry is reclaimed after its lease
-            log.exception(
-                "runner_failed", run_id=started.lease and started.lease.run_id
-            )
 
     async def _drain(self) -> None:
         """Let in-flight runs finish within the grace period, then hand them back."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,18 @@ def _consume_cancel() -> None:
         task.uncancel()
 
 
+def _stopped(inflight: Inflight, attempt: int) -> Outcome:
+    """How an attempt we stopped ends: lease lost, cancelled, or handed back."""
+    _consume_cancel()
+    if inflight.lost:
+        return Stopped("lease_lost")
+    if inflight.cancelled:
+        return Cancel(
+            encode(ErrorInfo("Cancelled", "cancelled while running", "", attempt))
+        )
+    return Release()
+
+
 def _error(exc: BaseException, attempt: int) -> ErrorInfo:
     text = "".join(traceback.format_exception(exc))
     return ErrorInfo(type(exc).__name__, str(exc), text[-MAX_TRACEBACK:], attempt)
@@ -110,66 +123,75 @@ class Runner:
         self._timeouts.close()
 
     async def run(self, started: StartResult) -> None:
-        """Run one attempt and record how it ended. Gives the run's slot back
-        when the handler returns (the next run overlaps this one's write), or
-        at the end if it never got that far."""
+        """Run one attempt and record how it ended: the body of a run's task.
+        Gives the run's slot back when the handler returns (the next run
+        overlaps this one's write), or at the end if it never got that far.
+
+        One coroutine from the task to the handler's call (with ``_attempt``):
+        every time the handler's awaits resume, each coroutine in between is
+        resumed too."""
         lease = started.lease
         assert lease is not None
         inflight = self._leases.track(lease)
         try:
-            await self._run(started, lease, inflight)
+            if may_run(lease) is False:
+                # Started early, and start.lua said no before this task began:
+                # nothing ran, nothing is written. (If it says no later, the
+                # dispatcher stops the run: LeaseKeeper.stop_refused.)
+                return
+            fields = started.run
+            job = fields.get("job", b"").decode()
+            number = int(fields.get("attempt", b"1"))
+            correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
+            began = time.monotonic()
+            # Each run is a task of its own, with its own copy of the context:
+            # what is bound here needs no unbinding, and reaches no other run.
+            current_correlation_id.set(correlation_id)
+            structlog.contextvars.bind_contextvars(
+                run_id=lease.run_id,
+                job=job,
+                queue=lease.queue,
+                attempt=number,
+                correlation_id=correlation_id,
+            )
+            created = fields.get("created_at")
+            attempt = Attempt(
+                store=self._store,
+                lease=lease,
+                number=number,
+                job=job,
+                correlation_id=correlation_id,
+                created_ms=int(created) if created else time_of_run(lease.run_id),
+                recorded=dict(started.steps),
+                registry=self._app.registry,
+                enqueue_child=self._enqueue_child,
+                log=self._job_log,
+            )
+            outcome = await self._attempt(attempt, started, inflight)
+            # From here on, stops (lease lost, shutdown) no longer cancel this
+            # run (Inflight.finishing): the write is not cut short. The
+            # handler's slot is free from here on.
+            inflight.finishing = True
+            self._slots.handler_done()
+            ended = "runner_failed"
+            try:
+                ended = await self._finish(lease, outcome, attempt, fields)
+            finally:
+                seconds = time.monotonic() - began
+                if inflight.observer is not None:  # observe.py: the attempt is over
+                    self._observe_end(inflight.observer, outcome, ended, lease, seconds)
+            if log.is_enabled_for(logging.INFO):  # a line per run: skip building it
+                log.info(
+                    "run_finished", outcome=ended, duration_ms=round(seconds * 1000, 1)
+                )
+        except Exception:  # a bug of ours: the entry is reclaimed after its lease
+            log.exception("runner_failed", run_id=lease.run_id)
         finally:
             self._leases.untrack(inflight)
             if inflight.finishing:
                 self._slots.finished()
             else:
                 self._slots.give(1)
-
-    async def _run(
-        self, started: StartResult, lease: Lease, inflight: Inflight
-    ) -> None:
-        if may_run(lease) is False:
-            # Started early, and start.lua said no before this task began:
-            # nothing ran, nothing is written. (If it says no later, the
-            # dispatcher stops the run: LeaseKeeper.stop_refused.)
-            return
-        fields = started.run
-        job = fields.get("job", b"").decode()
-        number = int(fields.get("attempt", b"1"))
-        correlation_id = fields.get("correlation_id", b"").decode() or lease.run_id
-        began = time.monotonic()
-        # Each run is a task of its own, with its own copy of the context: what
-        # is bound here needs no unbinding, and reaches no other run.
-        current_correlation_id.set(correlation_id)
-        structlog.contextvars.bind_contextvars(
-            run_id=lease.run_id,
-            job=job,
-            queue=lease.queue,
-            attempt=number,
-            correlation_id=correlation_id,
-        )
-        created = fields.get("created_at")
-        attempt = Attempt(
-            store=self._store,
-            lease=lease,
-            number=number,
-            job=job,
-            correlation_id=correlation_id,
-            created_ms=int(created) if created else time_of_run(lease.run_id),
-            recorded=dict(started.steps),
-            registry=self._app.registry,
-            enqueue_child=self._enqueue_child,
-            log=self._job_log,
-        )
-        outcome = await self._attempt(attempt, started, inflight)
-        ended = "runner_failed"
-        try:
-            ended = await self._finish_uncancellable(inflight, outcome, attempt, fields)
-        finally:
-            seconds = time.monotonic() - began
-            if inflight.observer is not None:  # observe.py hook: the attempt is over
-                self._observe_end(inflight.observer, outcome, ended, lease, seconds)
-        log.info("run_finished", outcome=ended, duration_ms=round(seconds * 1000, 1))
 
     async def _attempt(
         self, attempt: Attempt, started: StartResult, inflight: Inflight
@@ -192,7 +214,29 @@ class Runner:
                 )
             spec = self._app.registry.get(attempt.job)
             ctx = self._context(spec, attempt, started, inflight.observer)
-            value = await self._call_handler(spec, ctx, inflight, attempt.number)
+            limit = spec.timeout
+            if limit is None:
+                value = await spec.handler(ctx)
+            else:
+                # The job's timeout (timeouts.py: the worker's timer cancels the
+                # run's task, Inflight.time_out), not asyncio.timeout: a fraction
+                # of the cost per run, with the same semantics (a handler that
+                # swallows the cancellation keeps its outcome; the job's own
+                # TimeoutError is an ordinary failure).
+                self._timeouts.start(limit, inflight)
+                try:
+                    value = await spec.handler(ctx)
+                except asyncio.CancelledError:
+                    if not inflight.timed_out or inflight.stopping:
+                        raise  # a stop (lease lost, shutdown, cancel), or not ours
+                    raise JobTimeoutError(
+                        f"attempt {attempt.number} ran longer than the job's "
+                        f"timeout ({limit:g} s)"
+                    ) from None
+                finally:
+                    self._timeouts.end(limit, inflight)
+                    if inflight.timed_out:
+                        _consume_cancel()  # the timer's cancel request, whatever came of it
             return Complete(self._encode_result(value))
         except LeaseLost:
             return Stopped("lease_lost")
@@ -201,61 +245,13 @@ class Runner:
         except asyncio.CancelledError:
             if not inflight.stopping:
                 raise  # not ours to handle
-            _consume_cancel()
-            if inflight.lost:
-                return Stopped("lease_lost")
-            if inflight.cancelled:
-                error = ErrorInfo(
-                    "Cancelled", "cancelled while running", "", attempt.number
-                )
-                return Cancel(encode(error))
-            return Release()
+            return _stopped(inflight, attempt.number)
         except (NonRetriableError, PayloadError) as exc:
             # Non-retriable by the job's say, or an invalid payload or result:
             # another attempt cannot help.
             return Failed(_error(exc, attempt.number), False, exc)
         except Exception as exc:
             return Failed(_error(exc, attempt.number), True, exc)
-
-    async def _call_handler(
-        self, spec: JobSpec, ctx: JobContext[Any], inflight: Inflight, attempt: int
-    ) -> Any:
-        """Await the handler within the job's timeout (timeouts.py: the worker's
-        timer cancels the run's task, Inflight.time_out), not asyncio.timeout:
-        a fraction of the cost per run, with the same semantics (a handler that
-        swallows the cancellation keeps its outcome; the job's own TimeoutError
-        is an ordinary failure)."""
-        limit = spec.timeout
-        if limit is None:
-            return await spec.handler(ctx)
-        self._timeouts.start(limit, inflight)
-        try:
-            return await spec.handler(ctx)
-        except asyncio.CancelledError:
-            if not inflight.timed_out or inflight.stopping:
-                raise  # a stop (lease lost, shutdown, cancel), or not ours at all
-            raise JobTimeoutError(
-                f"attempt {attempt} ran longer than the job's timeout ({limit:g} s)"
-            ) from None
-        finally:
-            self._timeouts.end(limit, inflight)
-            if inflight.timed_out:
-                _consume_cancel()  # the timer's cancel request, whatever came of it
-
-    async def _finish_uncancellable(
-        self,
-        inflight: Inflight,
-        outcome: Outcome,
-        attempt: Attempt,
-        fields: dict[str, bytes],
-    ) -> str:
-        """Write the outcome. From here on, stops (lease lost, shutdown) no longer
-        cancel this run (``Inflight.finishing``): the write is not cut short.
-        (No task of its own for it: that cost a task and a shield per run.)
-        The handler's slot is free from here on."""
-        inflight.finishing = True
-        self._slots.handler_done()
-        return await self._finish(inflight.lease, outcome, attempt, fields)
 
     @staticmethod
     def _observe_end(
