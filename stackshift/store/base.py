@@ -111,6 +111,8 @@ class StoreBase:
         self._rotation = itertools.count()  # spreads runs over partitions
         self._registered_events: set[str] = set()
         self._carrying: set[str] = set()  # lanes whose start calls carry finishes
+        # (queue, consumer) -> (minute, keys, args): finish.py's shared parts
+        self._shared_parts: dict[tuple[str, str], tuple[int, list[str], list[Any]]] = {}
         self._clock_offset_ms: float | None = None  # server clock - ours
         # One Link per event loop; the last one used is kept at hand, since
         # nearly every call comes from the same loop as the one before it.

@@ -125,8 +125,8 @@ class ScriptBatcher:
                 len(taken) < MAX_ITEMS
                 and p.item_keys is not None
                 and p.script is script
-                and p.keys == shared_keys
-                and p.args == shared_args
+                and p.keys is shared_keys
+                and p.args is shared_args
             ):
                 taken.append(p)
             else:
@@ -177,15 +177,17 @@ class ScriptBatcher:
     async def _send(self, pending: list[Pending]) -> None:
         calls: list[Call] = []
         owners: list[list[Pending]] = []  # the pendings each call answers
-        groups: dict[tuple[str, tuple[str, ...], tuple[Any, ...]], list[Pending]] = {}
+        # Items merge when their shared parts are the same lists (finish.py
+        # makes one per queue and consumer, and keeps it): equal lists made
+        # apart go out as calls of their own, which is as correct. Every
+        # pending item is alive here, so no two different lists share an id.
+        groups: dict[tuple[str, int, int], list[Pending]] = {}
         for p in pending:
             if p.item_keys is None:
                 calls.append((p.script, p.keys, p.args))
                 owners.append([p])
             else:
-                groups.setdefault(
-                    (p.script.name, tuple(p.keys), tuple(p.args)), []
-                ).append(p)
+                groups.setdefault((p.script.name, id(p.keys), id(p.args)), []).append(p)
         for items in groups.values():
             for start in range(0, len(items), MAX_ITEMS):
                 chunk = items[start : start + MAX_ITEMS]

@@ -99,12 +99,30 @@ def finished(reply: Any) -> Finished:
     return Finished(outcome)
 
 
+# The shared parts kept (finish_shared: one per queue and consumer, for the
+# current minute); past this many, the oldest go.
+SHARED_KEPT = 256
+
+
 class FinishStore(StoreBase):
     def _finish_shared(
         self, q: QueueKeys, consumer: str
     ) -> tuple[list[str], list[Any]]:
+        """The shared part of a finish on ``q`` by ``consumer``: the same lists
+        for every finish within a minute, made once (callers must not change
+        them), so that the batcher merges finishes by identity (batching.py)."""
         now = self.server_now_ms() or int(time.time() * 1000)
-        return finish_shared(q, consumer, self.settings, now)
+        minute = now // 60_000
+        kept = self._shared_parts.get((q.name, consumer))
+        if kept is None or kept[0] != minute:
+            keys, args = finish_shared(q, consumer, self.settings, now)
+            kept = (minute, keys, args)
+            parts = self._shared_parts
+            parts.pop((q.name, consumer), None)
+            if len(parts) >= SHARED_KEPT:
+                del parts[next(iter(parts))]
+            parts[q.name, consumer] = kept
+        return kept[1], kept[2]
 
     async def finish(
         self, lease: Lease, how: Finish, *, counters: list[str] | None = None

@@ -110,8 +110,8 @@ class IntakeStore(FinishStore):
         queue = entries[0].queue
         q = self.keys.queue(queue)
         valid = [(i, e) for i, e in enumerate(entries) if e.names_a_run]
-        keys, args = self._finish_shared(q, consumer)
-        shared = (list(keys), list(args))
+        shared = self._finish_shared(q, consumer)
+        keys, args = list(shared[0]), list(shared[1])
         args += [self.settings.max_deliveries, len(valid)]
         for i, entry in valid:
             run_id = entry.run_id or ""
