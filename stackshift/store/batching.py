@@ -22,6 +22,7 @@ from typing import Any
 
 from . import scripts as _scripts
 from .commands import Commands
+from .records import Gate, Lease, may_run
 
 Call = tuple[_scripts.Script, list[str], list[Any]]
 
@@ -41,6 +42,9 @@ class Pending:
     item_keys: list[str] | None  # None: a plain call
     item_args: list[Any]
     future: asyncio.Future[Any]
+    # An item of a run started early whose start is not confirmed yet: held
+    # until its batch's gate settles (then sent, or answered None if refused).
+    lease: Lease | None = None
 
 
 def _merge(items: list[Pending]) -> Call:
@@ -59,6 +63,8 @@ class ScriptBatcher:
         self._busy = False  # a call or a flush is in flight
         self._holding = False  # items wait for a carrier (take_items)
         self._hold_timer: asyncio.TimerHandle | None = None
+        # Items waiting for the start of their batch to be confirmed, by gate.
+        self._gated: dict[Gate, list[Pending]] = {}
 
     async def call(
         self, script: _scripts.Script, keys: list[str], args: list[Any]
@@ -66,7 +72,9 @@ class ScriptBatcher:
         """Run one script call; raises what the call raised (error replies too)."""
         if not self._busy:
             return await self._inline(script, keys, args)
-        return await self._queue(Pending(script, keys, args, None, [], self._future()))
+        pending = Pending(script, keys, args, None, [], self._future())
+        self._pending.append(pending)
+        return await pending.future
 
     async def call_item(
         self,
@@ -75,9 +83,16 @@ class ScriptBatcher:
         shared_args: list[Any],
         item_keys: list[str],
         item_args: list[Any],
+        lease: Lease | None = None,
     ) -> Any:
-        """Run one item of a multi-item script; returns the item's reply."""
-        if not self._busy and not self._holding:
+        """Run one item of a multi-item script; returns the item's reply.
+
+        ``lease``: the item writes for this run, which may have been started
+        early (records.Lease.ready): the item goes out only once that start is
+        confirmed, and is answered None (nothing sent) if it was refused. One
+        wait per batch of early starts, instead of one per run before calling."""
+        gate = None if lease is None or may_run(lease) is not None else lease.ready
+        if gate is None and not self._busy and not self._holding:
             reply = await self._inline(
                 script, shared_keys + item_keys, shared_args + item_args
             )
@@ -85,11 +100,42 @@ class ScriptBatcher:
         pending = Pending(
             script, shared_keys, shared_args, item_keys, item_args, self._future()
         )
-        if self._holding and self._hold_timer is None and not self._busy:
-            self._hold_timer = asyncio.get_running_loop().call_later(
-                HOLD_SECONDS, self._hold_expired
-            )
-        return await self._queue(pending)
+        if gate is not None:
+            pending.lease = lease
+            gated = self._gated.get(gate)
+            if gated is None:
+                gated = self._gated[gate] = []
+                gate.add_done_callback(self._gate_settled)
+            gated.append(pending)
+            return await pending.future
+        self._hold_or_flush(queued=False)
+        self._pending.append(pending)
+        return await pending.future
+
+    def _gate_settled(self, gate: Gate) -> None:
+        """A batch's start is confirmed: its items that may write go out (as
+        items queued now would); the others are answered None."""
+        released = False
+        for pending in self._gated.pop(gate, ()):
+            assert pending.lease is not None
+            if may_run(pending.lease):
+                self._pending.append(pending)
+                released = True
+            elif not pending.future.done():
+                pending.future.set_result(None)
+        if released:
+            self._hold_or_flush(queued=True)
+
+    def _hold_or_flush(self, *, queued: bool) -> None:
+        """Items were queued (or are about to be): while held for a carrier, no
+        longer than HOLD_SECONDS; else out with the flush in flight or now."""
+        if self._holding:
+            if self._hold_timer is None and not self._busy:
+                self._hold_timer = asyncio.get_running_loop().call_later(
+                    HOLD_SECONDS, self._hold_expired
+                )
+        elif queued:
+            self._flush_if_idle()
 
     def hold_items(self, on: bool) -> None:
         """While on, items are not sent at once: they wait up to HOLD_SECONDS
@@ -150,10 +196,6 @@ class ScriptBatcher:
         finally:
             self._busy = False
             self._flush_if_idle()
-
-    async def _queue(self, pending: Pending) -> Any:
-        self._pending.append(pending)
-        return await pending.future
 
     def _flush_if_idle(self) -> None:
         """Send what is pending, unless a call or flush in flight will."""

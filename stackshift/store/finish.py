@@ -26,8 +26,8 @@ from .records import (
     Retry,
     Suspend,
     as_str,
-    confirmed,
     mapped_errors,
+    may_run,
     pairs,
     store_error,
 )
@@ -131,8 +131,10 @@ class FinishStore(StoreBase):
         finishes on a queue are merged into one call (batching.py).
         ``counters``: the keys of the counters the attempt incremented.
 
-        Returns ``lost`` if the lease was lost (nothing is written)."""
-        if not await confirmed(lease):
+        Returns ``lost`` if the lease was lost (nothing is written). A run
+        started early (Lease.ready) is written once its start is confirmed:
+        the batcher holds the finish until then."""
+        if may_run(lease) is False:
             return Finished("lost")
         q = self.keys.queue(lease.queue)
         shared_keys, shared_args = self._finish_shared(q, lease.consumer)
@@ -141,10 +143,17 @@ class FinishStore(StoreBase):
         )
         try:
             reply = await self.link().batcher.call_item(
-                self._scripts["finish"], shared_keys, shared_args, item_keys, item_args
+                self._scripts["finish"],
+                shared_keys,
+                shared_args,
+                item_keys,
+                item_args,
+                lease,
             )
         except RedisError as exc:
             raise store_error("finish", exc) from exc
+        if reply is None:  # started early, and its start was refused
+            return Finished("lost")
         return finished(reply)
 
     async def release_pending(self, queue: str, consumer: str) -> int:
