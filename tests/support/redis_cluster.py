@@ -309,7 +309,9 @@ class RedisClusterDeployment:
         try:
             if not all(self._node_healthy(node, len(live)) for node in live):
                 return False
-            return len({self._slot_map(node) for node in live}) == 1
+            if len({self._slot_map(node) for node in live}) != 1:
+                return False
+            return self._replicas_known(live)
         except (redis.ConnectionError, redis.TimeoutError):
             return False
 
@@ -324,6 +326,25 @@ class RedisClusterDeployment:
             return False
         repl = node.replication()
         return repl.get("role") != "slave" or repl.get("master_link_status") == "up"
+
+    def _replicas_known(self, live: list[ClusterServer]) -> bool:
+        """Every live replica shows in its master's shard as every live node
+        sees it: a replica's link can be up before the others' gossip has
+        placed it (``replicas_of`` then finds none)."""
+        replicas = {
+            node.node_id for node in live if node.replication().get("role") == "slave"
+        }
+        for node in live:
+            placed = {
+                entry["id"]
+                for shard in self.shards(via=node)
+                if shard["slots"]
+                for entry in shard["nodes"]
+                if entry["role"] == "replica"
+            }
+            if not replicas <= placed:
+                return False
+        return True
 
     def _slot_map(self, node: ClusterServer) -> frozenset[tuple[int, str]]:
         """(first slot, online master id) per shard, as ``node`` sees them."""
