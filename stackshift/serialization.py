@@ -27,11 +27,25 @@ def encode(value: Any) -> bytes:
         raise PayloadError(f"value is not JSON-serialisable: {exc}") from exc
 
 
+# A decoder per type, made on first use: msgspec.json.decode(data, type=...)
+# looks the type up again at each call (a job's payload type, once per run).
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+DECODERS_KEPT = 1024  # types are a program's own: this bounds a pathological one
+
+
 def decode(data: bytes | str, type_: Any = Any) -> Any:
     """Decode JSON, validating into ``type_`` when one is given."""
     if type_ is Any:
         return _any_decoder.decode(data)
-    return msgspec.json.decode(data, type=type_)
+    try:
+        decoder = _decoders.get(type_)
+    except TypeError:  # an unhashable type (a type msgspec accepts, rarely)
+        return msgspec.json.decode(data, type=type_)
+    if decoder is None:
+        decoder = msgspec.json.Decoder(type_)
+        if len(_decoders) < DECODERS_KEPT:
+            _decoders[type_] = decoder
+    return decoder.decode(data)
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
