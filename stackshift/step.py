@@ -106,7 +106,14 @@ class Step:
         self._max_bytes = max_bytes
         self._observer = observer  # metrics, traces (observe.py); None: off
         self._uses: dict[str, int] = {}
-        self.suspension = Suspension(attempt)
+        self._suspension: Suspension | None = None
+
+    @property
+    def suspension(self) -> Suspension:
+        """The attempt's waits (made on first use: most runs never wait)."""
+        if self._suspension is None:
+            self._suspension = Suspension(self._attempt)
+        return self._suspension
 
     # --- step.run ---------------------------------------------------------------
 
