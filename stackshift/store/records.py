@@ -32,8 +32,10 @@ class Entry:
         raw = self.fields.get(b"r")
         run_id: str | None = None
         if raw is not None:
-            with contextlib.suppress(UnicodeDecodeError):
+            try:
                 run_id = raw.decode()
+            except UnicodeDecodeError:
+                pass  # names no run: buried
         object.__setattr__(self, "run_id", run_id)
         object.__setattr__(self, "names_a_run", _of_queue(run_id, self.queue))
 
