@@ -115,7 +115,7 @@ class IntakeStore(FinishStore):
         args += [self.settings.max_deliveries, len(valid)]
         for i, entry in valid:
             run_id = entry.run_id or ""
-            keys += [q.run(run_id), q.steps(run_id), q.bucket(run_id)]
+            keys += q.run_keys(run_id)
             args += [entry.entry_id, run_id, "1" if i in early else "0"]
         batcher = self._batcher_if_open()
         script = self._scripts["start"]

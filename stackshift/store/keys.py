@@ -221,6 +221,16 @@ class QueueKeys:
     def steps(self, run_id: str) -> str:
         return f"{self._base}steps:{run_id}"
 
+    def run_keys(self, run_id: str) -> list[str]:
+        """A run's record, steps and queued-index bucket: the 3 keys of a run
+        in start.lua and finish.lua (one call per run, not three)."""
+        base = self._base
+        return [
+            f"{base}run:{run_id}",
+            f"{base}steps:{run_id}",
+            f"{base}queued:{run_id[:10]}",
+        ]
+
     def queued_index(self, run_id: str) -> tuple[str, str]:
         """(bucket key, field) indexing a queued run that has no record yet: a
         hash per millisecond of run ids (an id's first 10 characters are its

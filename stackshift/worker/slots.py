@@ -78,7 +78,8 @@ class Slots:
     def handler_done(self) -> None:
         """A run's handler returned: its slot is free while its outcome is written."""
         self.finishing += 1
-        self.give(1)
+        self.free += 1
+        self._notify()
 
     def finished(self) -> None:
         """The outcome of a run that called ``handler_done`` is written."""

@@ -55,6 +55,12 @@ def test_every_key_of_a_queue_is_in_one_hash_slot() -> None:
     )
 
 
+def test_a_runs_three_script_keys_are_its_record_steps_and_bucket() -> None:
+    q = Keys("stackshift:").queue("emails")
+    run_id = new_run_id("emails")
+    assert q.run_keys(run_id) == [q.run(run_id), q.steps(run_id), q.bucket(run_id)]
+
+
 def test_run_ids_sort_by_creation_and_name_their_queue() -> None:
     ids = [new_run_id("emails") for _ in range(1000)]
     assert ids == sorted(ids) and len(set(ids)) == 1000
