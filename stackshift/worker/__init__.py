@@ -133,6 +133,7 @@ class Worker:
         self._router = EventRouter(store, self.consumer, lease_timeout)
         self._stop = asyncio.Event()
         self._run_tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by run()
         self._health = (
             HealthReporter(store, health_file, self.consumer, self._slots)
             if health_file
@@ -216,6 +217,7 @@ class Worker:
             hooks_of(self.app).worker,
         )
         self._runner.observer = observer
+        self._loop = asyncio.get_running_loop()  # where runs are spawned
         await self._startup_checks()
         for queue in self.queues:  # (registers the queue too)
             await self._store.partitions(queue, self.app.declared_partitions(queue))
@@ -306,7 +308,9 @@ class Worker:
         # A plain asyncio task per run (cheaper than an anyio task-group child);
         # the worker tracks them, and waits for them at shutdown via its slots
         # (the runner gives each run's slot back, and logs a failure of its own).
-        task = asyncio.get_running_loop().create_task(self._runner.run(started))
+        loop = self._loop
+        assert loop is not None  # runs are spawned only while the worker runs
+        task = loop.create_task(self._runner.run(started))
         self._run_tasks.add(task)
         task.add_done_callback(self._run_tasks.discard)
 

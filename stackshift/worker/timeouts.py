@@ -31,11 +31,14 @@ class _Line:
 class Timeouts:
     def __init__(self) -> None:
         self._lines: dict[float, _Line] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, once known
 
     def start(self, seconds: float, run: Inflight) -> None:
         """Time ``run`` out (``Inflight.time_out``) ``seconds`` from now, unless
         ``end`` comes first."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         line = self._lines.get(seconds)
         if line is None:
             line = self._lines[seconds] = _Line()
@@ -72,3 +75,4 @@ class Timeouts:
             if line.timer is not None:
                 line.timer.cancel()
         self._lines.clear()
+        self._loop = None
