@@ -14,7 +14,11 @@ from ..errors import InvalidNameError, StoreError
 from .keys import queue_of_run
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
+# Not frozen (eq=False: compared and hashed by identity), unlike the other
+# records here: a frozen dataclass sets each field through object.__setattr__,
+# about four times the cost of a plain one, and these are made for every
+# delivered entry or run. Nothing changes them once made.
+@dataclasses.dataclass(slots=True, eq=False)
 class Entry:
     """A stream entry delivered to this worker.
 
@@ -25,8 +29,8 @@ class Entry:
     queue: str
     entry_id: str
     fields: dict[bytes, bytes]
-    run_id: str | None = dataclasses.field(init=False, compare=False)
-    names_a_run: bool = dataclasses.field(init=False, compare=False)
+    run_id: str | None = dataclasses.field(init=False)
+    names_a_run: bool = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         raw = self.fields.get(b"r")
@@ -36,8 +40,8 @@ class Entry:
                 run_id = raw.decode()
             except UnicodeDecodeError:
                 pass  # names no run: buried
-        object.__setattr__(self, "run_id", run_id)
-        object.__setattr__(self, "names_a_run", _of_queue(run_id, self.queue))
+        self.run_id = run_id
+        self.names_a_run = _of_queue(run_id, self.queue)
 
 
 def _of_queue(run_id: str | None, queue: str) -> bool:
@@ -55,7 +59,7 @@ def _of_queue(run_id: str | None, queue: str) -> bool:
 Gate: TypeAlias = asyncio.Future[frozenset[str] | None]
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
+@dataclasses.dataclass(slots=True, eq=False)  # not frozen: see Entry
 class Lease:
     """A worker's hold on an entry: the fencing token of every write it makes."""
 
@@ -69,10 +73,10 @@ class Lease:
     # batch), which resolves to the entry ids that may not run (None: none of
     # the batch may). Store writes wait for it, so none lands before the run
     # is marked started.
-    ready: Gate | None = dataclasses.field(default=None, compare=False)
+    ready: Gate | None = None
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
+@dataclasses.dataclass(slots=True, eq=False)  # not frozen: see Entry
 class StartResult:
     """What start.lua said about an entry.
 
@@ -122,7 +126,7 @@ class QueueStats:
 # --- how a run leaves a worker (store/finish.py, lua/_finish.lua) -----------
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
+@dataclasses.dataclass(slots=True, eq=False)  # not frozen: see Entry
 class Complete:
     result: bytes  # the job's return value, JSON
 
