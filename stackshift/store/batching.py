@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable
 from typing import Any
 
 from . import scripts as _scripts
@@ -76,7 +77,7 @@ class ScriptBatcher:
         self._pending.append(pending)
         return await pending.future
 
-    async def call_item(
+    def call_item(
         self,
         script: _scripts.Script,
         shared_keys: list[str],
@@ -84,8 +85,10 @@ class ScriptBatcher:
         item_keys: list[str],
         item_args: list[Any],
         lease: Lease | None = None,
-    ) -> Any:
-        """Run one item of a multi-item script; returns the item's reply.
+    ) -> Awaitable[Any]:
+        """Run one item of a multi-item script; await it for the item's reply.
+        (Not a coroutine itself: a queued item is its future, and a run's
+        task resumes one coroutine fewer when the reply comes.)
 
         ``lease``: the item writes for this run, which may have been started
         early (records.Lease.ready): the item goes out only once that start is
@@ -93,10 +96,9 @@ class ScriptBatcher:
         wait per batch of early starts, instead of one per run before calling."""
         gate = None if lease is None or may_run(lease) is not None else lease.ready
         if gate is None and not self._busy and not self._holding:
-            reply = await self._inline(
+            return self._inline_item(
                 script, shared_keys + item_keys, shared_args + item_args
             )
-            return reply[0]
         pending = Pending(
             script, shared_keys, shared_args, item_keys, item_args, self._future()
         )
@@ -107,10 +109,16 @@ class ScriptBatcher:
                 gated = self._gated[gate] = []
                 gate.add_done_callback(self._gate_settled)
             gated.append(pending)
-            return await pending.future
+            return pending.future
         self._hold_or_flush(queued=False)
         self._pending.append(pending)
-        return await pending.future
+        return pending.future
+
+    async def _inline_item(
+        self, script: _scripts.Script, keys: list[str], args: list[Any]
+    ) -> Any:
+        reply = await self._inline(script, keys, args)
+        return reply[0]
 
     def _gate_settled(self, gate: Gate) -> None:
         """A batch's start is confirmed: its items that may write go out (as
