@@ -88,6 +88,31 @@ async def test_writes_of_an_early_started_run_wait_for_its_start(
     assert run.job == "job" and run.payload == {"n": 1} and run.attempt == 1
 
 
+async def test_a_finish_its_gate_releases_while_finishes_are_held_still_goes_out(
+    app: Stackshift,
+) -> None:
+    """A lane working through a backlog holds finishes back for its next start
+    call to carry: a finish that waited for its batch's start joins them when
+    the gate settles, and goes out (carried, or on its own after a couple of
+    milliseconds), never stranded."""
+    store = app.store
+    handle, entry, _early, lease = await read_and_start_early(app)
+    store.carry_finishes("early", True)
+    try:
+        completing = asyncio.ensure_future(complete(store, lease, b'"held"'))
+        (started,) = await store.start_many([entry], "w1", early={0})
+        assert started.outcome == "ok"
+        done, _ = await asyncio.wait({completing}, timeout=0.2)
+        assert not done  # its gate is not settled yet: it waits
+        assert lease.ready is not None
+        store.settle(lease.ready, frozenset())
+        assert await asyncio.wait_for(completing, 5) is True
+    finally:
+        store.carry_finishes("early", False)
+    run = await app.get_run(handle.run_id)
+    assert run is not None and run.status == "completed" and run.result == "held"
+
+
 async def test_an_early_started_run_that_may_not_run_writes_nothing(
     app: Stackshift,
 ) -> None:
