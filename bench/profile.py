@@ -12,6 +12,13 @@ to the last one's end) and how long each waited for a CPU while runnable (per
 wall second: the machine's other load), then where the worker's samples went: by area (the
 first rule that matches a stack, below) and by leaf function (self time).
 
+py-spy pauses the worker for each sample unless given ``--spy-args=--nonblocking``,
+and paused samples pile up on system calls: with ``--native``, up to a quarter
+of them land on ``getpid()``, which ``perf stat -e 'syscalls:sys_enter_*'`` counts
+at 6.9 calls and well under 1 µs per run. Read the areas from a
+``--nonblocking`` profile (some of its stacks come out torn: left out as
+"other" roots).
+
 ``$BENCH_LOOP=uvloop`` runs the raw loops on uvloop (stackshift picks uvloop
 itself when it is installed; the raw loops use ``asyncio.run``).
 """
