@@ -16,8 +16,8 @@ py-spy pauses the worker for each sample unless given ``--spy-args=--nonblocking
 and paused samples pile up on system calls: with ``--native``, up to a quarter
 of them land on ``getpid()``, which ``perf stat -e 'syscalls:sys_enter_*'`` counts
 at 6.9 calls and well under 1 µs per run. Read the areas from a
-``--nonblocking`` profile (some of its stacks come out torn: left out as
-"other" roots).
+``--nonblocking`` profile (a share of its stacks come out torn, without their
+outer frames).
 
 ``$BENCH_LOOP=uvloop`` runs the raw loops on uvloop (stackshift picks uvloop
 itself when it is installed; the raw loops use ``asyncio.run``).
