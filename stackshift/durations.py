@@ -3,6 +3,7 @@ read a duration in (each writes it in its own style)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 Unit = Literal["ms", "s", "m", "h", "d"]
@@ -25,3 +26,10 @@ def split(seconds: float) -> tuple[Unit, float, int]:
         return "h", hours, minutes
     days, hours = divmod(hours, 24)
     return "d", days, hours
+
+
+def written(seconds: float, style: Mapping[Unit, str]) -> str:
+    """``seconds`` in the unit ``split`` picks, by that unit's format in
+    ``style`` (``str.format`` with ``count`` and ``rest``)."""
+    unit, count, rest = split(seconds)
+    return style[unit].format(count=count, rest=rest)

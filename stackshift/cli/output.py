@@ -170,19 +170,19 @@ def when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+_SPAN: dict[durations.Unit, str] = {
+    "ms": "{count:.0f}ms",
+    "s": "{count:.2f}s",
+    "m": "{count:.0f}m{rest:02d}s",
+    "h": "{count:.0f}h{rest:02d}m",
+    "d": "{count:.0f}d{rest:02d}h",
+}
+
+
 def span(seconds: float) -> str:
     """A duration, as short as it reads well: ``4ms``, ``2.35s``, ``3m05s``,
     ``2h10m``, ``3d04h``."""
-    unit, count, rest = durations.split(max(0.0, seconds))
-    if unit == "ms":
-        return f"{count:.0f}ms"
-    if unit == "s":
-        return f"{count:.2f}s"
-    if unit == "m":
-        return f"{count:.0f}m{rest:02d}s"
-    if unit == "h":
-        return f"{count:.0f}h{rest:02d}m"
-    return f"{count:.0f}d{rest:02d}h"
+    return durations.written(max(0.0, seconds), _SPAN)
 
 
 def json_text(value: Any) -> str:

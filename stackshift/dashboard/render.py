@@ -38,21 +38,21 @@ def when(value: datetime | None) -> str:
     return text[:-3] + " UTC"
 
 
+_DURATION: dict[durations.Unit, str] = {
+    "ms": "{count:.0f} ms",
+    "s": "{count:.1f} s",
+    "m": "{count:.0f} min {rest:02d} s",
+    "h": "{count:.0f} h {rest:02d} min",
+    "d": "{count:.0f} d {rest} h",
+}
+
+
 def duration(value: timedelta | float | None) -> str:
     """A short human duration: 850 ms, 12.3 s, 4 min 05 s, 2 h 10 min, 3 d 4 h."""
     if value is None:
         return "—"
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    unit, count, rest = durations.split(seconds)
-    if unit == "ms":
-        return f"{count:.0f} ms"
-    if unit == "s":
-        return f"{count:.1f} s"
-    if unit == "m":
-        return f"{count:.0f} min {rest:02d} s"
-    if unit == "h":
-        return f"{count:.0f} h {rest:02d} min"
-    return f"{count:.0f} d {rest} h"
+    return durations.written(seconds, _DURATION)
 
 
 def ago(value: datetime | None, now: datetime | None = None) -> str:
