@@ -210,6 +210,10 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # One write per line, newline included (PrintLogger's print() writes
+        # the line and its newline apart): under PYTHONUNBUFFERED, as container
+        # images often set it, the workers of `--processes N` share stdout, and
+        # two lines written at once came out run together.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )

@@ -3,6 +3,7 @@ or did not, configure structlog."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from stackshift.logs import get_logger
+from stackshift.logs import configure_logging, get_logger
 
 # Created at import, as module-level loggers are: before any configuration.
 module_log = get_logger("stackshift.test")
@@ -124,6 +125,43 @@ def test_bind_unbind_and_new_keep_their_values() -> None:
         {k: v for k, v in entry.items() if k not in ("event", "log_level")}
         for entry in capture.entries
     ] == [{"b": 2}, {"a": 1}, {"c": 3}]
+
+
+class _Writes:
+    """A stdout that records each write() call (as unbuffered stdout makes one
+    system call of each)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_the_commands_log_lines_are_each_written_whole_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers of ``--processes N`` share stdout: a line written in two
+    parts (the line, then its newline) can run into another process's line."""
+    out = _Writes()
+    monkeypatch.setattr(sys, "stdout", out)
+    configure_logging(level="info")
+    log = get_logger("stackshift.worker")
+    log.info("worker_stopped", consumer="sup-0")
+    log.warning("worker_process_died", index=1)
+    assert len(out.writes) == 2
+    assert all(w.endswith("}\n") and w.count("\n") == 1 for w in out.writes)
+    assert [json.loads(w)["event"] for w in out.writes] == [
+        "worker_stopped",
+        "worker_process_died",
+    ]
 
 
 def test_a_fresh_process_that_never_configures_structlog_sees_no_debug_lines() -> None:
